@@ -1,0 +1,276 @@
+"""The public functions of ``quanta`` (Ray Core's names): init, get, put, wait, cancel ..."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from quanta import exceptions as exc
+from quanta._private import worker_state
+from quanta._private.core_worker import CoreWorker
+from quanta.object_ref import ObjectRef, ObjectRefGenerator
+
+logger = logging.getLogger("quanta")
+_init_lock = threading.RLock()
+_node_proc = None
+_INIT_KEYS = ("num_cpus", "num_gpus", "resources", "memory", "object_store_memory")
+
+
+class _Session:
+    """What ``init()`` set up in this driver, undone by ``shutdown()``."""
+
+    def __init__(self, cw: CoreWorker, proc, node: dict[str, Any], namespace: str) -> None:
+        self.cw = cw
+        self.proc = proc
+        self.node = node
+        self.namespace = namespace
+
+
+_session: _Session | None = None
+
+
+def _check_number(name: str, value: Any, *, integer: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"init({name}=...) must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"init({name}=...) must be >= 0, got {value}")
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    memory: int | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    log_to_driver: bool = True,
+    logging_level: int | str = logging.INFO,
+    runtime_env: dict | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Start a node daemon for this machine (or connect to ``address``) and connect to it.
+
+    Returns a dict with the node's info. Raises RuntimeError if already initialized, unless
+    ``ignore_reinit_error``. Unknown keyword arguments raise TypeError naming them.
+    """
+    global _session, _node_proc
+    ignored = {"dashboard_host", "dashboard_port", "configure_logging", "log_to_driver",
+               "_temp_dir", "_system_config", "include_dashboard", "local_mode",
+               "logging_format", "_node_ip_address", "job_config"}
+    unknown = set(kwargs) - ignored
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    for name in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
+        _check_number(name, locals()[name])
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"init(resources=...) must be a dict, got {type(resources).__name__}")
+        for k in ("CPU", "GPU", "memory"):
+            if k in resources:
+                raise ValueError(f"init(resources=...) must not contain {k!r}: use "
+                                 f"num_{k.lower()}s=... instead" if k != "memory" else
+                                 "init(resources=...) must not contain 'memory': use memory=")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"init(namespace=...) must be a str, got {type(namespace).__name__}")
+    if runtime_env:
+        raise ValueError("runtime_env needs the quanta-runtime-env plugin, which is not "
+                         "installed: pip install quanta-runtime-env")
+    with _init_lock:
+        if _session is not None:
+            if ignore_reinit_error:
+                return dict(_session.node)
+            raise RuntimeError(
+                "Quanta is already initialized: call shutdown() first, or pass "
+                "ignore_reinit_error=True.")
+        address = address or os.environ.get("QUANTA_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if address not in (None, "", "local"):
+            raise ValueError(
+                f"init(address={address!r}): connecting to a running cluster arrives with "
+                "multi-node support; use init() with no address to start a local node.")
+        from quanta._private import resource_detect
+        from quanta._private.node_launcher import start_local_node
+
+        mem = memory or resource_detect.detect_memory_bytes()
+        store = object_store_memory or resource_detect.default_object_store_bytes(mem)
+        cpus = resource_detect.detect_cpus() if num_cpus is None else num_cpus
+        proc, node = start_local_node(
+            num_cpus=cpus, num_gpus=num_gpus or 0, memory=mem, object_store_memory=store,
+            resources=resources or {})
+        job_id = uuid.uuid4().hex[:8]
+        cw = CoreWorker(
+            mode="driver",
+            session_dir=node["SessionDir"],
+            daemon_address=node["DaemonAddress"],
+            node_id=node["NodeID"],
+            job_id=job_id,
+            worker_id="driver-" + job_id,
+            store_dir=node["ObjectStoreDir"],
+        )
+        cw.namespace = namespace or f"anonymous-{uuid.uuid4().hex[:8]}"
+        cw.call_daemon("register_driver", job_id, os.getpid(), True)
+        worker_state.set_core_worker(cw)
+        _session = _Session(cw, proc, node, cw.namespace)
+        return dict(node)
+
+
+def auto_init() -> CoreWorker:
+    """Initialize with defaults on first use, as Ray does for ``.remote()`` and ``put``."""
+    with _init_lock:
+        if _session is None:
+            init()
+        return _session.cw
+
+
+def is_initialized() -> bool:
+    return _session is not None
+
+
+def shutdown() -> None:
+    """Stop the node daemon and workers this driver started; delete their files."""
+    global _session
+    with _init_lock:
+        s = _session
+        if s is None:
+            return
+        _session = None
+        worker_state.set_core_worker(None)
+        try:
+            s.cw.call_daemon("shutdown", timeout=5)
+        except Exception:  # noqa: BLE001 - the daemon may already be gone
+            pass
+        s.cw.shutdown()
+        if s.proc is not None:
+            try:
+                s.proc.wait(10)
+            except Exception:  # noqa: BLE001
+                s.proc.kill()
+                s.proc.wait(5)
+        # The daemon deletes these itself; this covers a daemon that was killed outright.
+        for path in (s.node.get("ObjectStoreDir"), s.node.get("SessionDir")):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(shutdown)
+
+
+def _cw() -> CoreWorker:
+    cw = worker_state.current_core_worker_or_none()
+    return cw if cw is not None else auto_init()
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Store ``value`` in the object store and return its ref."""
+    return _cw().put(value)
+
+
+def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """The value(s) of one ref or a list of refs; raises the task's error if it failed."""
+    cw = _cw()
+    if type(object_refs) is ObjectRef:
+        return cw.get((object_refs,), timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("get() of an ObjectRefGenerator: iterate it and get() each ref.")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(
+            f"get() expects an ObjectRef or a list of ObjectRefs, got "
+            f"{type(object_refs).__name__}: {object_refs!r:.80}")
+    for r in object_refs:
+        if type(r) is not ObjectRef:
+            raise TypeError(
+                f"get() expects a list of ObjectRefs, but it contains a "
+                f"{type(r).__name__}: {r!r:.80}")
+    _check_timeout(timeout)
+    return cw.get(object_refs, timeout)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+            timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+
+
+def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1,
+         timeout: float | None = None, fetch_local: bool = True
+         ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Split ``object_refs`` into (ready, not ready) once ``num_returns`` are ready."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    for r in object_refs:
+        if type(r) is not ObjectRef:
+            raise TypeError(f"wait() expects a list of ObjectRefs, but it contains a "
+                            f"{type(r).__name__}")
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("wait() requires a list of unique object refs.")
+    if type(num_returns) is not int or num_returns < 0:
+        raise ValueError(f"num_returns must be an int >= 0, got {num_returns!r}")
+    if num_returns > len(object_refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs "
+                         f"({len(object_refs)})")
+    _check_timeout(timeout)
+    return _cw().wait(object_refs, num_returns, timeout, fetch_local)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``object_ref``; ``get`` then raises TaskCancelledError."""
+    if type(object_ref) is not ObjectRef:
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _cw().cancel(object_ref, bool(force), bool(recursive))
+
+
+def nodes() -> list[dict[str, Any]]:
+    return _cw().call_daemon("nodes")
+
+
+def cluster_resources() -> dict[str, float]:
+    return _cw().call_daemon("cluster_resources")
+
+
+def available_resources() -> dict[str, float]:
+    return _cw().call_daemon("available_resources")
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPU ids assigned to the current task (empty in the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    cw = worker_state.current_core_worker_or_none()
+    if cw is None or cw.mode == "driver" or not visible:
+        return []
+    return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """``@remote`` or ``@remote(**options)`` on a function (actors arrive in a later issue)."""
+    from quanta.remote_function import RemoteFunction
+
+    def wrap(target: Any) -> Any:
+        if isinstance(target, type):
+            raise NotImplementedError(
+                "Actors (@remote on a class) are not supported yet in this version of Quanta.")
+        return RemoteFunction(target, options)
+
+    if len(args) == 1 and not options and callable(args[0]):
+        return wrap(args[0])
+    if args:
+        raise TypeError("@remote takes keyword options only, e.g. @remote(num_cpus=2)")
+    return wrap
+
+
+def method(**options: Any) -> Any:
+    """``@method(num_returns=...)`` on actor methods."""
+    def wrap(fn: Any) -> Any:
+        fn.__quanta_method_options__ = options
+        return fn
+    return wrap

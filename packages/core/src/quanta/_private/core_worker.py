@@ -1,0 +1,1243 @@
+"""The core worker: what every Quanta process (driver or worker) uses to own objects, submit
+tasks, and get, wait on and put values.
+
+Design
+------
+*Ownership.* The process that creates an ObjectRef (by ``put`` or by submitting a task) owns
+it. Its :class:`ObjectEntry` holds the value (inline bytes for small objects, a locator for
+shared-memory ones), the count of local ObjectRef instances, the set of borrowers (other
+processes holding it) and pins (tasks in flight that take it as an argument). The entry is
+freed when all three are zero; a shared-memory object is then deleted from the node store.
+
+*Borrowing.* A process that unpickles a ref it does not own becomes a borrower: it sends
+``BORROW_ADD`` to the owner once, and ``BORROW_REMOVE`` when its last local instance goes.
+Whoever passed the ref keeps it alive meanwhile: a submitter pins a task's argument refs until
+the task is done, and the owner of a value keeps the refs nested in it alive as long as the
+value. When the ref's owner is the very peer we received it from, the add travels on the same
+connection as everything that could release it, so it is sent without waiting; otherwise it
+is acknowledged before the value is used.
+
+*Submission.* Tasks wait for their top-level ref arguments, then go on a queue per scheduling
+key (resource shape and strategy). The submitter leases workers for a key from its node daemon
+and pushes tasks straight to them, pipelining a few per worker once the daemon says no more
+workers are free. A worker whose running task blocks in ``get`` hands its not-yet-started
+tasks back (``REQUEUE``) so a child can never wait behind its parent; an idle lease steals
+half of a busy sibling's backlog (``STEAL``). Idle leases linger briefly (sync call loops
+reuse them) and go back when the daemon asks (``LEASE_RECLAIM``).
+
+*Threads.* The reactor thread reads every connection and runs the message handlers; user
+threads submit, get and put. Shared state is guarded by ``self.lock``; messages are sent from
+whichever thread has them ready (``Connection.send`` is thread-safe). ``ObjectRef.__del__``
+only appends to ``self.released`` (no lock: it can run inside any code during garbage
+collection); the reactor drains it.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from quanta import exceptions as exc
+from quanta._private import ids
+from quanta._private import messages as m
+from quanta._private import serialization, shm_store
+from quanta._private.transport import Connection, ConnectionClosed, Reactor
+from quanta.object_ref import ObjectRef, ObjectRefGenerator
+
+logger = logging.getLogger("quanta")
+
+INLINE_LIMIT = 100 * 1024
+PIPELINE_DEPTH = int(os.environ.get("QUANTA_PIPELINE_DEPTH", "16"))
+LEASE_LINGER_S = float(os.environ.get("QUANTA_LEASE_LINGER_S", "0.5"))
+MAX_LEASE_REQUESTS = 64
+
+
+class ObjectEntry:
+    """What this process knows of one object (owned or borrowed)."""
+
+    __slots__ = (
+        "value",
+        "local",
+        "borrowers",
+        "pins",
+        "owned",
+        "owner",
+        "contained",
+        "waiters",
+        "producer",
+        "fetching",
+        "gen_hold",
+    )
+
+    def __init__(self, owned: bool, owner: str) -> None:
+        self.value: tuple | None = None
+        self.local = 0
+        self.borrowers: set[str] | None = None
+        self.pins = 0
+        self.owned = owned
+        self.owner = owner
+        self.contained: list | None = None
+        self.waiters: list[Callable[[], None]] | None = None
+        self.producer: str | None = None
+        self.fetching = False
+        self.gen_hold = False
+
+
+class TaskSpec:
+    """A task this process submitted and owns, from submission to completion."""
+
+    __slots__ = (
+        "task_id",
+        "fn_id",
+        "fn_name",
+        "args",
+        "arg_refs",
+        "num_returns",
+        "generator",
+        "retries_left",
+        "retry_exceptions",
+        "resources",
+        "key",
+        "name",
+        "pins",
+        "deps_pending",
+        "lease",
+        "cancelled",
+        "parent",
+        "attempt",
+    )
+
+    def wire(self, gpu_ids: list[int], resolved: list) -> tuple:
+        return (
+            self.task_id,
+            self.fn_id,
+            self.fn_name,
+            self.args,
+            resolved,
+            self.num_returns,
+            self.generator,
+            self.name,
+            gpu_ids,
+            self.attempt,
+        )
+
+
+class Lease:
+    __slots__ = ("worker_id", "address", "conn", "key", "inflight", "gpu_ids", "idle_token")
+
+    def __init__(self, worker_id, address, conn, key, gpu_ids):
+        self.worker_id = worker_id
+        self.address = address
+        self.conn = conn
+        self.key = key
+        self.inflight: dict[bytes, TaskSpec] = {}
+        self.gpu_ids = gpu_ids
+        self.idle_token = 0
+
+
+class KeyState:
+    """Submission state of one scheduling key."""
+
+    __slots__ = ("queue", "leases", "requests", "requests_queued", "infeasible")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.leases: list[Lease] = []
+        self.requests = 0  # lease requests sent, not answered with a grant or failure yet
+        self.requests_queued = 0  # of those, how many the daemon said wait for capacity
+        self.infeasible: str | None = None
+
+
+class GeneratorState:
+    __slots__ = ("produced", "done", "cond_waiters")
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.done = False
+        self.cond_waiters: list[Callable[[], None]] = []
+
+
+class ArgRef:
+    """Stands for a top-level ref argument inside a pickled argument list."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self):
+        return (ArgRef, (self.index,))
+
+
+class CoreWorker:
+    """Owner-side runtime of one process. See the module docstring for the design."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        session_dir: str,
+        daemon_address: str,
+        node_id: str,
+        job_id: str,
+        worker_id: str,
+        store_dir: str,
+    ) -> None:
+        self.mode = mode
+        self.session_dir = session_dir
+        self.daemon_address = daemon_address
+        self.node_id = node_id
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.store_dir = store_dir
+        self.lock = threading.RLock()
+        self.objects: dict[bytes, ObjectEntry] = {}
+        self.tasks: dict[bytes, TaskSpec] = {}
+        self.keys: dict[Any, KeyState] = {}
+        self.generators: dict[bytes, GeneratorState] = {}
+        self.children: dict[bytes, list[bytes]] = {}  # parent task -> tasks it submitted
+        self.released: collections.deque[bytes] = collections.deque()
+        self.released_generators: collections.deque[bytes] = collections.deque()
+        self.held: dict[bytes, list] = {}  # return id -> refs nested in it, kept for its owner
+        self.peers: dict[str, Connection] = {}
+        self.calls: dict[int, Callable[[bool, Any], None]] = {}
+        self._req = itertools.count(1)
+        self.exported: set[bytes] = set()
+        self.functions: dict[bytes, Any] = {}
+        self.closed = False
+        self.current_task_id: bytes | None = None  # set by the executor inside workers
+        self.on_blocked: Callable[[bool], None] | None = None
+        self.task_handler: Callable[[Connection, tuple], None] | None = None
+        self.reactor = Reactor(self._dispatch)
+        sock_dir = os.path.join(session_dir, "sockets")
+        os.makedirs(sock_dir, exist_ok=True)
+        self.address = self.reactor.listen(
+            f"unix://{os.path.join(sock_dir, worker_id + '.sock')}", self._on_accept
+        )
+        self.reactor.start_thread(f"quanta-{mode}-reactor")
+        self.daemon = self.reactor.connect(daemon_address)
+        self.daemon.on_close.append(self._on_daemon_closed)
+        self.reactor.call_soon_threadsafe(self._tick)
+        self._handlers = {
+            m.REPLY: self._on_reply,
+            m.HELLO: self._on_hello,
+            m.TASK_DONE: self._on_task_done,
+            m.GEN_ITEM: self._on_gen_item,
+            m.REQUEUE: self._on_requeue,
+            m.GET_OBJECT: self._on_get_object,
+            m.OBJECT_VALUE: self._on_object_value,
+            m.BORROW_ADD: self._on_borrow_add,
+            m.BORROW_REMOVE: self._on_borrow_remove,
+            m.BORROW_ACK: self._on_borrow_ack,
+            m.RELEASE_HELD: self._on_release_held,
+            m.LEASE_GRANT: self._on_lease_grant,
+            m.LEASE_FAIL: self._on_lease_fail,
+            m.LEASE_RECLAIM: self._on_lease_reclaim,
+            m.CALL: self._on_call,
+        }
+
+    # ================================================================================
+    # plumbing
+    # ================================================================================
+    def _dispatch(self, conn: Connection, msg: tuple) -> None:
+        handler = self._handlers.get(msg[0])
+        if handler is not None:
+            handler(conn, msg)
+        elif self.task_handler is not None:
+            self.task_handler(conn, msg)
+        if self.released:
+            self._drain_released()
+
+    def _tick(self) -> None:
+        if self.released or self.released_generators:
+            self._drain_released()
+        if not self.closed:
+            self.reactor.call_later(0.05, self._tick)
+
+    def _on_accept(self, conn: Connection) -> None:
+        pass  # the peer introduces itself with HELLO
+
+    def _on_hello(self, conn: Connection, msg: tuple) -> None:
+        conn.peer = msg[1]
+        old = self.peers.get(msg[1])
+        if old is None or old.closed:
+            self.peers[msg[1]] = conn
+        conn.on_close.append(self._on_peer_closed)
+
+    def peer(self, address: str) -> Connection:
+        """The one connection to the process listening at ``address``; opened on first use."""
+        conn = self.peers.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        with self.lock:
+            conn = self.peers.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            conn = self.reactor.connect(address)
+            conn.peer = address
+            conn.on_close.append(self._on_peer_closed)
+            self.peers[address] = conn
+            conn.send((m.HELLO, self.address))
+            return conn
+
+    def _on_peer_closed(self, conn: Connection) -> None:
+        if self.peers.get(conn.peer) is conn:
+            del self.peers[conn.peer]
+        dead = conn.peer
+        # Tasks in flight on a worker behind this connection
+        with self.lock:
+            for ks in self.keys.values():
+                for lease in list(ks.leases):
+                    if lease.conn is conn:
+                        self._lease_lost(ks, lease)
+            # objects we borrowed from a dead owner
+            for oid, entry in list(self.objects.items()):
+                if not entry.owned and entry.owner == dead and entry.value is None:
+                    self._set_value(
+                        oid, entry, _error_value(exc.OwnerDiedError(
+                            oid.hex(), f"The owner of object {oid.hex()} ({dead}) died, "
+                            "so the object is lost.")))
+                elif entry.owned and entry.borrowers and dead in entry.borrowers:
+                    entry.borrowers.discard(dead)
+                    self._maybe_free(oid, entry)
+
+    def _on_daemon_closed(self, conn: Connection) -> None:
+        if not self.closed and self.mode == "worker":
+            os._exit(0)
+
+    def call(self, conn: Connection, method: str, *args: Any, timeout: float | None = 60) -> Any:
+        """Send a CALL and wait for its REPLY. Never from the reactor thread."""
+        fut: Future = Future()
+        req = next(self._req)
+
+        def done(ok: bool, result: Any) -> None:
+            if ok:
+                fut.set_result(result)
+            else:
+                fut.set_exception(result)
+
+        self.calls[req] = done
+        conn.send((m.CALL, req, method, args))
+        return fut.result(timeout)
+
+    def call_daemon(self, method: str, *args: Any, timeout: float | None = 60) -> Any:
+        return self.call(self.daemon, method, *args, timeout=timeout)
+
+    def _on_reply(self, conn: Connection, msg: tuple) -> None:
+        cb = self.calls.pop(msg[1], None)
+        if cb is not None:
+            cb(msg[2], msg[3])
+
+    def _on_call(self, conn: Connection, msg: tuple) -> None:
+        _, req, method, args = msg
+        try:
+            result = getattr(self, "rpc_" + method)(*args)
+            conn.send((m.REPLY, req, True, result))
+        except Exception as e:  # noqa: BLE001 - errors travel back to the caller
+            conn.send((m.REPLY, req, False, e))
+
+    # ================================================================================
+    # reference counting
+    # ================================================================================
+    def new_owned_ref(self, oid: bytes) -> ObjectRef:
+        """Create the first ref of an object this process owns (entry made by the caller)."""
+        return ObjectRef(oid, self.address, self)
+
+    def deserialize_ref(self, oid: bytes, owner: str) -> ObjectRef:
+        """Called while unpickling a ref: count it, and register as a borrower if need be."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                entry = ObjectEntry(owner == self.address, owner)
+                self.objects[oid] = entry
+                if not entry.owned:
+                    entry.local = 1
+                    ref = ObjectRef(oid, owner, self)
+                    self._register_borrow(oid, owner)
+                    return ref
+            entry.local += 1
+        return ObjectRef(oid, owner, self)
+
+    def _register_borrow(self, oid: bytes, owner: str) -> None:
+        source = _source.get()
+        try:
+            conn = self.peer(owner)
+        except OSError:
+            return  # owner gone: get() will report OwnerDiedError
+        if source is None or source == owner or threading.get_ident() == self.reactor.thread_id:
+            conn.send((m.BORROW_ADD, [oid], 0))
+            return
+        fut: Future = Future()
+        req = next(self._req)
+        self.calls[req] = lambda ok, res: fut.set_result(None)
+        conn.send((m.BORROW_ADD, [oid], req))
+        try:
+            fut.result(10)
+        except Exception:  # noqa: BLE001 - an unreachable owner surfaces on get()
+            pass
+
+    def add_local_ref(self, oid: bytes) -> None:
+        with self.lock:
+            self.objects[oid].local += 1
+
+    def _drain_released(self) -> None:
+        released = self.released
+        with self.lock:
+            while released:
+                oid = released.popleft()
+                entry = self.objects.get(oid)
+                if entry is None:
+                    continue
+                entry.local -= 1
+                if entry.local <= 0:
+                    self._maybe_free(oid, entry)
+            gens = self.released_generators
+            while gens:
+                self._drop_generator(gens.popleft())
+
+    def _maybe_free(self, oid: bytes, entry: ObjectEntry) -> None:
+        """Free ``entry`` if nothing references it any more. Lock held."""
+        if entry.local > 0 or entry.pins > 0 or entry.borrowers or entry.gen_hold:
+            return
+        if entry.waiters:
+            return
+        del self.objects[oid]
+        if not entry.owned:
+            conn = self.peers.get(entry.owner)
+            if conn is not None:
+                try:
+                    conn.send((m.BORROW_REMOVE, [oid]))
+                except ConnectionClosed:
+                    pass
+            return
+        value = entry.value
+        if value is not None and value[0] == m.VALUE_SHM:
+            self._send_daemon((m.OBJECT_FREE, [oid.hex()]))
+        if entry.producer is not None:
+            conn = self.peers.get(entry.producer)
+            if conn is not None:
+                try:
+                    conn.send((m.RELEASE_HELD, [oid]))
+                except ConnectionClosed:
+                    pass
+        entry.contained = None  # nested refs go with the value
+
+    def _send_daemon(self, msg: tuple) -> None:
+        try:
+            self.daemon.send(msg)
+        except ConnectionClosed:
+            pass
+
+    def _on_borrow_add(self, conn: Connection, msg: tuple) -> None:
+        with self.lock:
+            for oid in msg[1]:
+                entry = self.objects.get(oid)
+                if entry is None or not entry.owned:
+                    continue
+                if entry.borrowers is None:
+                    entry.borrowers = set()
+                entry.borrowers.add(conn.peer)
+        if msg[2]:
+            conn.send((m.BORROW_ACK, msg[2]))
+
+    def _on_borrow_ack(self, conn: Connection, msg: tuple) -> None:
+        cb = self.calls.pop(msg[1], None)
+        if cb is not None:
+            cb(True, None)
+
+    def _on_borrow_remove(self, conn: Connection, msg: tuple) -> None:
+        with self.lock:
+            for oid in msg[1]:
+                entry = self.objects.get(oid)
+                if entry is None or not entry.borrowers:
+                    continue
+                entry.borrowers.discard(conn.peer)
+                self._maybe_free(oid, entry)
+
+    def _on_release_held(self, conn: Connection, msg: tuple) -> None:
+        for oid in msg[1]:
+            self.held.pop(oid, None)
+
+    # ================================================================================
+    # values
+    # ================================================================================
+    def _set_value(self, oid: bytes, entry: ObjectEntry, value: tuple) -> None:
+        """Store a ready value and wake its waiters. Lock held."""
+        entry.value = value
+        waiters = entry.waiters
+        if waiters:
+            entry.waiters = None
+            for w in waiters:
+                w()
+            self._maybe_free(oid, entry)
+
+    def encode_value(self, oid: bytes, value: Any) -> tuple[tuple, list]:
+        """Serialize ``value`` as the object ``oid``: inline if small, else into the node's
+        shared-memory store. Returns (return_value tuple, contained refs)."""
+        ser = serialization.serialize(value)
+        return self._place(oid, ser), ser.contained
+
+    def _place(self, oid: bytes, ser: serialization.SerializedObject) -> tuple:
+        if ser.size < INLINE_LIMIT:
+            bufs = [b.raw().tobytes() for b in ser.buffers] if ser.buffers else None
+            return (m.VALUE_INLINE, ser.payload, bufs)
+        hexid = oid.hex()
+        path = os.path.join(self.store_dir, shm_store.object_file_name(hexid))
+        size = shm_store.write_object(path, b"", ser.payload, ser.buffers)
+        self._send_daemon((m.OBJECT_SEALED, hexid, size))
+        return (m.VALUE_SHM, size, self.node_id)
+
+    def decode_value(self, oid: bytes, value: tuple, source: str | None) -> Any:
+        """Turn a stored value into a Python object (raises the stored error)."""
+        kind = value[0]
+        token = _source.set(source)
+        try:
+            if kind == m.VALUE_INLINE:
+                return serialization.deserialize(value[1], value[2])
+            if kind == m.VALUE_SHM:
+                view = self._map_shm(oid)
+                return serialization.deserialize(view.payload, view.buffers)
+            err = serialization.deserialize(value[1])
+        finally:
+            _source.reset(token)
+        if isinstance(err, exc.RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    def _map_shm(self, oid: bytes):
+        hexid = oid.hex()
+        path = os.path.join(self.store_dir, shm_store.object_file_name(hexid))
+        try:
+            return shm_store.read_object(path)
+        except FileNotFoundError:
+            pass
+        try:
+            path = self.call_daemon("restore_object", hexid)
+        except KeyError as e:
+            raise exc.ObjectLostError(
+                hexid, f"Object {hexid} is not in the node's store any more: {e}"
+            ) from None
+        return shm_store.read_object(path)
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "put() of an ObjectRef is not allowed: pass the ref itself, or get() it first."
+            )
+        oid = ids.new_put_id()
+        ser = serialization.serialize(value)
+        placed = self._place(oid, ser)
+        entry = ObjectEntry(True, self.address)
+        entry.value = placed
+        entry.local = 1
+        if ser.contained:
+            entry.contained = ser.contained
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address, self)
+
+    # ---- waiting ------------------------------------------------------------------------
+    def _ensure_fetch(self, oid: bytes, entry: ObjectEntry) -> None:
+        """Ask the owner of a borrowed object for its value. Lock held."""
+        if entry.owned or entry.fetching or entry.value is not None:
+            return
+        entry.fetching = True
+        req = next(self._req)
+        self.calls[req] = lambda ok, value, oid=oid: self._fetched(oid, value)
+        try:
+            self.peer(entry.owner).send((m.GET_OBJECT, req, oid))
+        except (OSError, ConnectionClosed):
+            self.calls.pop(req, None)
+            self._set_value(oid, entry, _error_value(exc.OwnerDiedError(
+                oid.hex(), f"The owner of object {oid.hex()} ({entry.owner}) is unreachable; "
+                "it has died, so the object is lost.")))
+
+    def _fetched(self, oid: bytes, value: tuple) -> None:
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is not None:
+                entry.fetching = False
+                self._set_value(oid, entry, value)
+
+    def _on_object_value(self, conn: Connection, msg: tuple) -> None:
+        cb = self.calls.pop(msg[1], None)
+        if cb is not None:
+            cb(True, msg[2])
+
+    def _on_get_object(self, conn: Connection, msg: tuple) -> None:
+        _, req, oid = msg
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is None:
+                value = _error_value(exc.ObjectLostError(
+                    oid.hex(), f"Object {oid.hex()} was already freed by its owner "
+                    f"({self.address}); it is no longer referenced there."))
+            elif entry.value is None:
+                def send(entry=entry, conn=conn, req=req):
+                    try:
+                        conn.send((m.OBJECT_VALUE, req, entry.value))
+                    except ConnectionClosed:
+                        pass
+                entry.waiters = (entry.waiters or []) + [send]
+                return
+            else:
+                value = entry.value
+        conn.send((m.OBJECT_VALUE, req, value))
+
+    def _wait_ready(self, oids: Sequence[bytes], num: int, timeout: float | None,
+                    fetch: bool = True) -> set[bytes]:
+        """Block until ``num`` of ``oids`` have values (or timeout). Returns the ready set."""
+        ready: set[bytes] = set()
+        event = threading.Event()
+        counter = [0]
+        callbacks: list = []
+        with self.lock:
+            pending = []
+            for oid in oids:
+                entry = self.objects.get(oid)
+                if entry is None:
+                    raise exc.ReferenceCountingAssertionError(
+                        oid.hex(), f"Object {oid.hex()} is unknown here (freed already).")
+                if entry.value is not None:
+                    ready.add(oid)
+                else:
+                    pending.append((oid, entry))
+            if len(ready) >= num:
+                return ready
+            needed = num - len(ready)
+
+            for oid, entry in pending:
+                def cb(oid=oid):
+                    ready.add(oid)
+                    counter[0] += 1
+                    if counter[0] >= needed:
+                        event.set()
+                callbacks.append(cb)
+                entry.waiters = (entry.waiters or []) + [cb]
+                if fetch:
+                    self._ensure_fetch(oid, entry)
+        blocked = self.on_blocked is not None and self.current_task_id is not None
+        if blocked:
+            self.on_blocked(True)
+        try:
+            event.wait(timeout)
+        finally:
+            if blocked:
+                self.on_blocked(False)
+            with self.lock:
+                mine = set(map(id, callbacks))
+                for oid, entry in pending:
+                    if entry.waiters:
+                        entry.waiters = [w for w in entry.waiters if id(w) not in mine]
+                        if not entry.waiters:
+                            entry.waiters = None
+                            self._maybe_free(oid, entry)
+            return set(ready)
+
+    def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
+        oids = [r._id for r in refs]
+        with self.lock:
+            missing = False
+            for oid in oids:
+                entry = self.objects.get(oid)
+                if entry is None or entry.value is None:
+                    missing = True
+                    break
+        if missing:
+            unique = list(dict.fromkeys(oids))
+            ready = self._wait_ready(unique, len(unique), timeout)
+            if len(ready) < len(unique):
+                raise exc.GetTimeoutError(
+                    f"get() timed out after {timeout} s: {len(unique) - len(ready)} of "
+                    f"{len(unique)} objects were not ready."
+                )
+        out = []
+        objects = self.objects
+        for ref in refs:
+            entry = objects[ref._id]
+            out.append(self.decode_value(ref._id, entry.value,
+                                         None if entry.owned else entry.owner))
+        return out
+
+    def wait(self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
+             fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        oids = [r._id for r in refs]
+        ready = self._wait_ready(oids, num_returns, timeout)
+        done, rest = [], []
+        for ref in refs:
+            if ref._id in ready and len(done) < num_returns:
+                done.append(ref)
+            else:
+                rest.append(ref)
+        return done, rest
+
+    def as_future(self, ref: ObjectRef) -> Future:
+        fut: Future = Future()
+        oid = ref._id
+
+        def resolve():
+            try:
+                fut.set_result(self.get([ref], None)[0])
+            except BaseException as e:  # noqa: BLE001
+                fut.set_exception(e)
+
+        with self.lock:
+            entry = self.objects[oid]
+            if entry.value is None:
+                def cb():
+                    threading.Thread(target=resolve, daemon=True).start()
+                entry.waiters = (entry.waiters or []) + [cb]
+                self._ensure_fetch(oid, entry)
+                return fut
+        resolve()
+        return fut
+
+    # ================================================================================
+    # task submission
+    # ================================================================================
+    def export_function(self, fn_id: bytes, blob: bytes) -> None:
+        if fn_id in self.exported:
+            return
+        self.call_daemon("export_function", fn_id, blob)
+        self.exported.add(fn_id)
+
+    def submit_task(
+        self,
+        *,
+        fn_id: bytes,
+        fn_name: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        generator: bool,
+        max_retries: int,
+        retry_exceptions: Any,
+        resources: dict,
+        strategy: str,
+        name: str | None,
+    ) -> list[ObjectRef] | ObjectRefGenerator:
+        task_id = ids.new_task_id()
+        spec = TaskSpec()
+        spec.task_id = task_id
+        spec.fn_id = fn_id
+        spec.fn_name = fn_name
+        spec.num_returns = num_returns
+        spec.generator = generator
+        spec.retries_left = max_retries
+        spec.retry_exceptions = retry_exceptions
+        spec.resources = resources
+        spec.key = (tuple(sorted(resources.items())), strategy)
+        spec.name = name
+        spec.cancelled = False
+        spec.lease = None
+        spec.parent = self.current_task_id
+        spec.attempt = 0
+        self._encode_args(spec, args, kwargs)
+        returns: list[ObjectRef] = []
+        with self.lock:
+            self.tasks[task_id] = spec
+            if spec.parent is not None:
+                self.children.setdefault(spec.parent, []).append(task_id)
+            if generator:
+                self.generators[task_id] = GeneratorState()
+            else:
+                for i in range(1, num_returns + 1):
+                    oid = task_id + i.to_bytes(4, "big")
+                    entry = ObjectEntry(True, self.address)
+                    entry.local = 1
+                    self.objects[oid] = entry
+                    returns.append(ObjectRef(oid, self.address, self))
+            for ref in spec.pins:
+                entry = self.objects.get(ref._id)
+                if entry is not None:
+                    entry.pins += 1
+            pending = 0
+            for ref in spec.arg_refs:
+                entry = self.objects[ref._id]
+                if entry.value is None:
+                    pending += 1
+                    entry.waiters = (entry.waiters or []) + [
+                        lambda spec=spec: self._dep_ready(spec)]
+                    self._ensure_fetch(ref._id, entry)
+            spec.deps_pending = pending
+            if pending == 0:
+                self._dispatch_task(spec)
+        if generator:
+            return ObjectRefGenerator(task_id, self.address, self)
+        return returns
+
+    def _encode_args(self, spec: TaskSpec, args: tuple, kwargs: dict) -> None:
+        arg_refs: list[ObjectRef] = []
+        if not args and not kwargs:
+            spec.args = None
+            spec.arg_refs = arg_refs
+            spec.pins = arg_refs
+            return
+        if any(type(a) is ObjectRef for a in args) or any(
+                type(v) is ObjectRef for v in kwargs.values()):
+            def sub(v):
+                if type(v) is ObjectRef:
+                    arg_refs.append(v)
+                    return ArgRef(len(arg_refs) - 1)
+                return v
+            args = tuple(sub(a) for a in args)
+            kwargs = {k: sub(v) for k, v in kwargs.items()}
+        ser = serialization.serialize((args, kwargs))
+        if ser.size >= INLINE_LIMIT:
+            # Large arguments go through the object store once, passed by reference.
+            args = tuple(self._promote(a) for a in args)
+            kwargs = {k: self._promote(v) for k, v in kwargs.items()}
+            big = [v for v in list(args) + list(kwargs.values()) if type(v) is ObjectRef]
+            for ref in big:
+                arg_refs.append(ref)
+            idx = {id(r): len(arg_refs) - len(big) + i for i, r in enumerate(big)}
+            args = tuple(ArgRef(idx[id(a)]) if type(a) is ObjectRef else a for a in args)
+            kwargs = {k: ArgRef(idx[id(v)]) if type(v) is ObjectRef else v
+                      for k, v in kwargs.items()}
+            ser = serialization.serialize((args, kwargs))
+        bufs = [b.raw().tobytes() for b in ser.buffers] if ser.buffers else None
+        spec.args = (ser.payload, bufs)
+        spec.arg_refs = arg_refs
+        spec.pins = arg_refs + ser.contained if ser.contained else arg_refs
+
+    def _promote(self, value: Any) -> Any:
+        if type(value) is ObjectRef or type(value) is ArgRef:
+            return value
+        ser = serialization.serialize(value)
+        if ser.size < INLINE_LIMIT // 4:
+            return value
+        oid = ids.new_put_id()
+        entry = ObjectEntry(True, self.address)
+        entry.value = self._place(oid, ser)
+        entry.local = 1
+        if ser.contained:
+            entry.contained = ser.contained
+        with self.lock:
+            self.objects[oid] = entry
+        return ObjectRef(oid, self.address, self)
+
+    def _dep_ready(self, spec: TaskSpec) -> None:
+        spec.deps_pending -= 1
+        if spec.deps_pending == 0 and not spec.cancelled:
+            self._dispatch_task(spec)
+
+    def _resolved_args(self, spec: TaskSpec) -> list:
+        out = []
+        for ref in spec.arg_refs:
+            entry = self.objects[ref._id]
+            out.append((ref._id, ref._owner, entry.value if entry.owned else None))
+        return out
+
+    def _dispatch_task(self, spec: TaskSpec) -> None:
+        """Push ``spec`` to a leased worker, or queue it and ask for a lease. Lock held."""
+        ks = self.keys.get(spec.key)
+        if ks is None:
+            ks = self.keys[spec.key] = KeyState()
+        if ks.infeasible is not None:
+            self._fail_task(spec, _error_value(exc.TaskUnschedulableError(ks.infeasible)))
+            return
+        lease = self._pick_lease(ks)
+        if lease is not None:
+            self._push(lease, spec)
+            return
+        ks.queue.append(spec)
+        self._request_leases(ks, spec.key)
+
+    def _pick_lease(self, ks: KeyState) -> Lease | None:
+        best = None
+        for lease in ks.leases:
+            n = len(lease.inflight)
+            if n == 0:
+                return lease
+            if best is None or n < len(best.inflight):
+                best = lease
+        if best is None:
+            return None
+        # Pipeline only when the daemon has said no more workers are free right now.
+        if len(best.inflight) < PIPELINE_DEPTH and ks.requests == ks.requests_queued:
+            return best
+        return None
+
+    def _push(self, lease: Lease, spec: TaskSpec) -> None:
+        lease.inflight[spec.task_id] = spec
+        lease.idle_token += 1
+        spec.lease = lease
+        try:
+            lease.conn.send((m.PUSH_TASK, spec.wire(lease.gpu_ids, self._resolved_args(spec))))
+        except ConnectionClosed:
+            pass  # the close handler retries the task
+
+    def _request_leases(self, ks: KeyState, key: Any) -> None:
+        want = min(len(ks.queue), MAX_LEASE_REQUESTS) - ks.requests
+        for _ in range(max(0, want)):
+            ks.requests += 1
+            req = next(self._req)
+            self.calls[req] = lambda ok, info, key=key: self._lease_queued(key)
+            self._send_daemon((m.LEASE_REQUEST, req, dict(key[0]), key[1], self.address))
+
+    def _lease_queued(self, key: Any) -> None:
+        with self.lock:
+            ks = self.keys[key]
+            ks.requests_queued += 1
+            # now pipelining is allowed: fill the leases we have
+            while ks.queue:
+                lease = self._pick_lease(ks)
+                if lease is None:
+                    break
+                self._push(lease, ks.queue.popleft())
+
+    def _on_lease_grant(self, conn: Connection, msg: tuple) -> None:
+        _, req, worker_id, address, gpu_ids, key_list, was_queued = msg
+        self.calls.pop(req, None)
+        key = (tuple(sorted(key_list[0].items())), key_list[1])
+        with self.lock:
+            ks = self.keys[key]
+            ks.requests -= 1
+            if was_queued:
+                ks.requests_queued -= 1
+            try:
+                wconn = self.peer(address)
+            except OSError:
+                self._send_daemon((m.LEASE_RETURN, worker_id, True))
+                return
+            lease = Lease(worker_id, address, wconn, key, gpu_ids)
+            ks.leases.append(lease)
+            if not ks.queue:
+                self._lease_idle(ks, lease)
+                return
+            self._push(lease, ks.queue.popleft())
+            while ks.queue and ks.requests == ks.requests_queued:
+                nxt = self._pick_lease(ks)
+                if nxt is None:
+                    break
+                self._push(nxt, ks.queue.popleft())
+
+    def _on_lease_fail(self, conn: Connection, msg: tuple) -> None:
+        _, req, message, key_list = msg
+        self.calls.pop(req, None)
+        key = (tuple(sorted(key_list[0].items())), key_list[1])
+        with self.lock:
+            ks = self.keys[key]
+            ks.requests -= 1
+            ks.infeasible = message
+            logger.warning("%s", message)
+            while ks.queue:
+                self._fail_task(ks.queue.popleft(),
+                                _error_value(exc.TaskUnschedulableError(message)))
+
+    def _on_lease_reclaim(self, conn: Connection, msg: tuple) -> None:
+        with self.lock:
+            for ks in self.keys.values():
+                for lease in list(ks.leases):
+                    if not lease.inflight and not ks.queue:
+                        self._return_lease(ks, lease)
+
+    def _lease_idle(self, ks: KeyState, lease: Lease) -> None:
+        """A lease has nothing in flight and the key's queue is empty. Lock held."""
+        busiest = max(ks.leases, key=lambda ls: len(ls.inflight))
+        if len(busiest.inflight) > 1:
+            try:
+                busiest.conn.send((m.STEAL,))
+            except ConnectionClosed:
+                pass
+        lease.idle_token += 1
+        token = lease.idle_token
+        self.reactor.call_soon_threadsafe(
+            lambda: self.reactor.call_later(LEASE_LINGER_S, lambda: self._linger_done(
+                ks, lease, token)))
+
+    def _linger_done(self, ks: KeyState, lease: Lease, token: int) -> None:
+        with self.lock:
+            if lease.idle_token == token and not lease.inflight and lease in ks.leases:
+                self._return_lease(ks, lease)
+
+    def _return_lease(self, ks: KeyState, lease: Lease, kill: bool = False) -> None:
+        if lease in ks.leases:
+            ks.leases.remove(lease)
+            self._send_daemon((m.LEASE_RETURN, lease.worker_id, kill))
+
+    def _lease_lost(self, ks: KeyState, lease: Lease) -> None:
+        """The leased worker died. Retry or fail what it was running. Lock held."""
+        ks.leases.remove(lease)
+        self._send_daemon((m.LEASE_RETURN, lease.worker_id, True))
+        inflight = list(lease.inflight.values())
+        lease.inflight.clear()
+        for spec in inflight:
+            spec.lease = None
+            if spec.cancelled:
+                self._fail_task(spec, _error_value(exc.TaskCancelledError(spec.task_id.hex())))
+            elif spec.retries_left != 0 and not self._gen_started(spec):
+                if spec.retries_left > 0:
+                    spec.retries_left -= 1
+                spec.attempt += 1
+                self._dispatch_task(spec)
+            else:
+                self._fail_task(spec, _error_value(exc.WorkerCrashedError(
+                    f"The worker running task {spec.fn_name} ({spec.task_id.hex()}) died "
+                    f"unexpectedly (pid exited or was killed); retries are exhausted "
+                    f"(max_retries)."
+                )))
+
+    def _gen_started(self, spec: TaskSpec) -> bool:
+        gs = self.generators.get(spec.task_id)
+        return gs is not None and gs.produced > 0
+
+    # ---- completion ---------------------------------------------------------------
+    def _on_task_done(self, conn: Connection, msg: tuple) -> None:
+        _, task_id, values, contained = msg
+        with self.lock:
+            spec = self.tasks.get(task_id)
+            if spec is None:
+                return
+            lease = spec.lease
+            if lease is not None:
+                lease.inflight.pop(task_id, None)
+                spec.lease = None
+            if values and values[0][0] == m.VALUE_ERROR and self._should_retry(spec, values[0]):
+                spec.attempt += 1
+                self._dispatch_task(spec)
+            else:
+                self._complete(spec, values, contained, conn.peer)
+            if lease is not None and not lease.inflight:
+                ks = self.keys[lease.key]
+                if ks.queue:
+                    self._push(lease, ks.queue.popleft())
+                elif lease in ks.leases:
+                    self._lease_idle(ks, lease)
+            elif lease is not None:
+                ks = self.keys[lease.key]
+                while ks.queue and len(lease.inflight) < PIPELINE_DEPTH:
+                    self._push(lease, ks.queue.popleft())
+
+    def _should_retry(self, spec: TaskSpec, value: tuple) -> bool:
+        if spec.cancelled or spec.retries_left == 0 or not spec.retry_exceptions:
+            return False
+        if spec.generator and self._gen_started(spec):
+            return False
+        if spec.retry_exceptions is not True:
+            try:
+                err = serialization.deserialize(value[1])
+            except Exception:  # noqa: BLE001
+                return False
+            cause = err.cause if isinstance(err, exc.RayTaskError) else err
+            if not isinstance(cause, tuple(spec.retry_exceptions)):
+                return False
+        if spec.retries_left > 0:
+            spec.retries_left -= 1
+        return True
+
+    def _complete(self, spec: TaskSpec, values: list, contained: list, producer: str) -> None:
+        """Record a finished task's returns. Lock held."""
+        del self.tasks[spec.task_id]
+        self._forget_child(spec)
+        if spec.generator:
+            gs = self.generators.get(spec.task_id)
+            if values and values[0][0] == m.VALUE_ERROR:
+                if gs is not None:
+                    self._gen_store(spec.task_id, gs, gs.produced + 1, values[0], None,
+                                    producer)
+            if gs is not None:
+                gs.done = True
+                self._wake_gen(gs)
+        else:
+            for i, value in enumerate(values, 1):
+                oid = spec.task_id + i.to_bytes(4, "big")
+                entry = self.objects.get(oid)
+                if entry is None:
+                    if value[0] == m.VALUE_SHM:
+                        self._send_daemon((m.OBJECT_FREE, [oid.hex()]))
+                    continue
+                if contained and contained[i - 1]:
+                    entry.producer = producer
+                self._set_value(oid, entry, value)
+        self._unpin(spec)
+
+    def _unpin(self, spec: TaskSpec) -> None:
+        for ref in spec.pins:
+            entry = self.objects.get(ref._id)
+            if entry is not None:
+                entry.pins -= 1
+                if entry.pins <= 0:
+                    self._maybe_free(ref._id, entry)
+        spec.pins = ()
+
+    def _forget_child(self, spec: TaskSpec) -> None:
+        if spec.parent is not None:
+            kids = self.children.get(spec.parent)
+            if kids is not None:
+                try:
+                    kids.remove(spec.task_id)
+                except ValueError:
+                    pass
+                if not kids:
+                    del self.children[spec.parent]
+
+    def _fail_task(self, spec: TaskSpec, value: tuple) -> None:
+        """Store ``value`` (an error) as every return of ``spec``. Lock held."""
+        if spec.task_id not in self.tasks:
+            return
+        if spec.generator:
+            self._complete(spec, [value], [], None)
+        else:
+            self._complete(spec, [value] * spec.num_returns, [], None)
+
+    def _on_requeue(self, conn: Connection, msg: tuple) -> None:
+        with self.lock:
+            for task_id in reversed(msg[1]):
+                spec = self.tasks.get(task_id)
+                if spec is None or spec.lease is None:
+                    continue
+                spec.lease.inflight.pop(task_id, None)
+                lease = spec.lease
+                spec.lease = None
+                ks = self.keys[spec.key]
+                ks.queue.appendleft(spec)
+            for ks in self.keys.values():
+                if ks.queue:
+                    for lease in ks.leases:
+                        if not lease.inflight and ks.queue:
+                            self._push(lease, ks.queue.popleft())
+                    self._request_leases(ks, ks.queue[0].key if ks.queue else None)
+
+    # ---- generators ---------------------------------------------------------------
+    def _on_gen_item(self, conn: Connection, msg: tuple) -> None:
+        _, task_id, index, value, contained = msg
+        with self.lock:
+            gs = self.generators.get(task_id)
+            if gs is None:
+                if value[0] == m.VALUE_SHM:
+                    self._send_daemon((m.OBJECT_FREE, [(task_id + index.to_bytes(4, "big")).hex()]))
+                return
+            self._gen_store(task_id, gs, index, value, contained, conn.peer)
+            self._wake_gen(gs)
+
+    def _gen_store(self, task_id, gs, index, value, contained, producer) -> None:
+        oid = task_id + index.to_bytes(4, "big")
+        entry = ObjectEntry(True, self.address)
+        entry.gen_hold = True
+        if contained:
+            entry.producer = producer
+        entry.value = value
+        self.objects[oid] = entry
+        gs.produced = max(gs.produced, index)
+
+    def _wake_gen(self, gs: GeneratorState) -> None:
+        waiters, gs.cond_waiters = gs.cond_waiters, []
+        for w in waiters:
+            w()
+
+    def next_generator_item(self, task_id: bytes, index: int,
+                            timeout: float | None) -> ObjectRef | None:
+        event = threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.lock:
+                gs = self.generators.get(task_id)
+                if gs is None:
+                    return None
+                if gs.produced >= index:
+                    oid = task_id + index.to_bytes(4, "big")
+                    entry = self.objects[oid]
+                    entry.gen_hold = False
+                    entry.local += 1
+                    return ObjectRef(oid, self.address, self)
+                if gs.done:
+                    return None
+                event.clear()
+                gs.cond_waiters.append(event.set)
+            blocked = self.on_blocked is not None and self.current_task_id is not None
+            if blocked:
+                self.on_blocked(True)
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not event.wait(remaining):
+                    raise exc.GetTimeoutError("timed out waiting for the next generator item")
+            finally:
+                if blocked:
+                    self.on_blocked(False)
+
+    def generator_completed_ref(self, task_id: bytes) -> ObjectRef:
+        raise NotImplementedError("ObjectRefGenerator.completed() is not supported yet")
+
+    def _drop_generator(self, task_id: bytes) -> None:
+        gs = self.generators.get(task_id)
+        if gs is None or not gs.done:
+            return  # keep items until the task ends; freed on the next drop
+        del self.generators[task_id]
+        for i in range(1, gs.produced + 1):
+            oid = task_id + i.to_bytes(4, "big")
+            entry = self.objects.get(oid)
+            if entry is not None and entry.gen_hold:
+                entry.gen_hold = False
+                self._maybe_free(oid, entry)
+
+    # ================================================================================
+    # cancellation
+    # ================================================================================
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        task_id = ref._id[:16]
+        with self.lock:
+            spec = self.tasks.get(task_id)
+            if spec is None:
+                return
+            spec.cancelled = True
+            cancelled = _error_value(exc.TaskCancelledError(task_id.hex()))
+            if spec.lease is None:
+                ks = self.keys.get(spec.key)
+                if ks is not None and spec in ks.queue:
+                    ks.queue.remove(spec)
+                self._fail_task(spec, cancelled)
+                return
+            conn = spec.lease.conn
+        try:
+            conn.send((m.CANCEL_TASK, task_id, force, recursive))
+        except ConnectionClosed:
+            pass
+
+    def cancel_children(self, parent: bytes, force: bool) -> None:
+        with self.lock:
+            kids = list(self.children.get(parent, ()))
+        for task_id in kids:
+            self.cancel(ObjectRef(task_id + b"\0\0\0\1", self.address, None, count=False),
+                        force, True)
+
+    # ================================================================================
+    # shutdown
+    # ================================================================================
+    def shutdown(self) -> None:
+        self.closed = True
+        self.reactor.stop()
+        if self.reactor.thread is not None:
+            self.reactor.thread.join(5)
+
+
+def _error_value(error: BaseException) -> tuple:
+    return (m.VALUE_ERROR, serialization.serialize_exception(error), None)
+
+
+class _Source:
+    """Which peer the value being unpickled came from (see _register_borrow)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> str | None:
+        return getattr(self._local, "v", None)
+
+    def set(self, v: str | None) -> str | None:
+        old = getattr(self._local, "v", None)
+        self._local.v = v
+        return old
+
+    def reset(self, old: str | None) -> None:
+        self._local.v = old
+
+
+_source = _Source()

@@ -1,0 +1,45 @@
+"""Message types of the call plane. A message is a tuple whose first item is one of these.
+
+Kept as plain ints (not an Enum) because they are compared on every message on the hot path;
+the names below are the documentation of each message's shape.
+"""
+
+# --- any peer <-> any peer -----------------------------------------------------------------
+HELLO = 1            # (HELLO, listen_address): first message on an owner<->worker connection
+CALL = 2             # (CALL, req_id, method, args_tuple): request with a reply
+REPLY = 3            # (REPLY, req_id, ok, result_or_error)
+NOTIFY = 4           # (NOTIFY, method, args_tuple): one-way request
+
+# --- owner -> worker ---------------------------------------------------------------------
+PUSH_TASK = 10       # (PUSH_TASK, spec_tuple)
+CANCEL_TASK = 11     # (CANCEL_TASK, task_id, force, recursive)
+STEAL = 12           # (STEAL,): give back half of the tasks not started yet
+RELEASE_HELD = 13    # (RELEASE_HELD, [object_id]): refs nested in these returns may go
+
+# --- worker -> owner ---------------------------------------------------------------------
+TASK_DONE = 20       # (TASK_DONE, task_id, [return_value], [contained_ids_per_return])
+GEN_ITEM = 21        # (GEN_ITEM, task_id, index, return_value, contained_ids)
+REQUEUE = 22         # (REQUEUE, [task_id]): pushed tasks the worker will not run after all
+
+# --- borrower <-> owner ------------------------------------------------------------------
+GET_OBJECT = 30      # (GET_OBJECT, req_id, object_id): reply OBJECT_VALUE once it is ready
+OBJECT_VALUE = 31    # (OBJECT_VALUE, req_id, return_value)
+BORROW_ADD = 32      # (BORROW_ADD, [object_id], ack_req_id_or_0)
+BORROW_REMOVE = 33   # (BORROW_REMOVE, [object_id])
+BORROW_ACK = 34      # (BORROW_ACK, req_id)
+
+# --- owner/worker <-> node daemon ----------------------------------------------------------
+LEASE_REQUEST = 40   # (LEASE_REQUEST, req_id, resources_dict, strategy)
+LEASE_GRANT = 41     # (LEASE_GRANT, req_id, worker_id, worker_address, gpu_ids)
+LEASE_FAIL = 42      # (LEASE_FAIL, req_id, message)
+LEASE_RETURN = 43    # (LEASE_RETURN, worker_id, kill)
+LEASE_RECLAIM = 44   # (LEASE_RECLAIM,): daemon -> owners: give back idle leases
+WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
+WORKER_UNBLOCKED = 46
+OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)
+OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex])
+
+# --- value kinds in a return_value tuple ---------------------------------------------------
+VALUE_INLINE = 0     # (VALUE_INLINE, payload, buffers_or_None)
+VALUE_SHM = 1        # (VALUE_SHM, size, node_id)
+VALUE_ERROR = 2      # (VALUE_ERROR, payload, None): a pickled exception to raise on get

@@ -1,0 +1,541 @@
+"""The node daemon: one per machine. It hosts the local scheduler (worker leases), the worker
+pool, the shared-memory object store's accounting and, on the head node, the control store.
+
+Design
+------
+The daemon is single-threaded: its reactor runs on the main thread, so its state needs no
+locks. Workers are forked from a *zygote*: a child forked right after start-up, before any
+socket or thread exists, with the worker's modules already imported. Forking from it costs a
+few milliseconds instead of a fresh interpreter's ~100 ms, and the workers share the imported
+code's memory pages with it.
+
+A lease request names a resource shape. The daemon grants a worker when the shape fits and
+an idle worker exists (starting one if none does), answers "queued" when it must wait (the
+owner may then pipeline tasks on the leases it has), and "infeasible" at once when the node
+could never fit it. When requests wait, owners are asked to give back idle leases.
+
+Lifetime: a daemon started by ``init()`` belongs to that driver. When the driver's connection
+closes (it exited or was killed) or the driver process dies (``PR_SET_PDEATHSIG``), the daemon
+kills its process group (zygote and workers), deletes its shared-memory files and session
+directory, and exits. Workers die with the zygote and the zygote with the daemon the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+import uuid
+from typing import Any
+
+from quanta._private import messages as m
+from quanta._private import transport
+from quanta._private.node.control_store import ControlStore
+from quanta._private.node.object_store import ObjectStore
+from quanta._private.node.storage import open_storage
+from quanta._private.resources import Allocation, NodeResources, ResourceSet
+from quanta._private.transport import Connection, ConnectionClosed, Reactor
+
+IDLE_WORKER_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class WorkerInfo:
+    __slots__ = ("worker_id", "pid", "conn", "address", "owner", "alloc", "blocked", "idle_since")
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.pid = 0
+        self.conn: Connection | None = None
+        self.address = ""
+        self.owner: Connection | None = None
+        self.alloc: Allocation | None = None
+        self.blocked = False
+        self.idle_since = time.monotonic()
+
+
+class LeaseRequest:
+    __slots__ = ("conn", "req", "resources", "key_list", "queued")
+
+    def __init__(self, conn, req, resources, key_list):
+        self.conn = conn
+        self.req = req
+        self.resources = resources
+        self.key_list = key_list
+        self.queued = False
+
+
+# ----------------------------------------------------------------------------------------
+# zygote
+# ----------------------------------------------------------------------------------------
+_FRAME = struct.Struct("<I")
+
+
+def _send_frame(sock: socket.socket, obj: Any) -> None:
+    import pickle
+
+    data = pickle.dumps(obj)
+    sock.sendall(_FRAME.pack(len(data)) + data)
+
+
+def _recv_frame(sock: socket.socket) -> Any:
+    import pickle
+
+    head = _recv_exact(sock, 4)
+    if head is None:
+        return None
+    body = _recv_exact(sock, _FRAME.unpack(head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _zygote(sock: socket.socket, worker_args: dict[str, Any]) -> None:
+    """Fork workers on request. Runs in a child of the daemon with no threads."""
+    set_parent_death_signal(signal.SIGKILL)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    from quanta._private import worker_main  # noqa: F401 - import once, share with workers
+
+    while True:
+        msg = _recv_frame(sock)
+        if msg is None:
+            os._exit(0)
+        worker_id = msg
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            set_parent_death_signal(signal.SIGKILL)
+            try:
+                worker_main.run_worker(worker_id=worker_id, **worker_args)
+            finally:
+                os._exit(0)
+        _send_frame(sock, (m.NOTIFY, "worker_forked", (worker_id, pid)))
+
+
+# ----------------------------------------------------------------------------------------
+# the daemon
+# ----------------------------------------------------------------------------------------
+class NodeDaemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.node_id = uuid.uuid4().hex
+        self.session_dir = args.session_dir
+        os.makedirs(os.path.join(self.session_dir, "sockets"), exist_ok=True)
+        self.address = f"unix://{os.path.join(self.session_dir, 'sockets', 'node.sock')}"
+        total = {"CPU": args.num_cpus, "memory": args.memory,
+                 "object_store_memory": args.object_store_memory}
+        if args.num_gpus:
+            total["GPU"] = args.num_gpus
+        total.update(json.loads(args.resources or "{}"))
+        total[f"node:{args.node_ip}"] = 1.0
+        self.resources = NodeResources(ResourceSet(total))
+        shm_root = args.shm_dir
+        self.store = ObjectStore(
+            os.path.join(shm_root, f"quanta-{os.path.basename(self.session_dir)}"),
+            int(args.object_store_memory),
+            os.path.join(self.session_dir, "spill"),
+        )
+        self.control = ControlStore(open_storage(
+            args.storage or os.path.join(self.session_dir, "control.sqlite3")))
+        self.workers: dict[str, WorkerInfo] = {}
+        self.idle: list[str] = []
+        self.starting = 0
+        self.requests: collections.deque[LeaseRequest] = collections.deque()
+        self.owner_conn: Connection | None = None
+        self.stopping = False
+        self.reclaim_sent = False
+        self.worker_args = dict(
+            session_dir=self.session_dir,
+            daemon_address=self.address,
+            node_id=self.node_id,
+            store_dir=self.store.shm_dir,
+        )
+        self.zygote_sock = self._start_zygote()
+        self.reactor = Reactor(self._dispatch)
+        self.reactor.listen(self.address)
+        self.zygote = Connection(self.zygote_sock, self.reactor)
+        self.zygote.on_close.append(lambda c: self.shutdown())
+        self.reactor.register(self.zygote)
+        self.control.put_node(self.node_id, self.node_info())
+        self._handlers = {
+            m.CALL: self._on_call,
+            m.NOTIFY: self._on_notify,
+            m.LEASE_REQUEST: self._on_lease_request,
+            m.LEASE_RETURN: self._on_lease_return,
+            m.WORKER_BLOCKED: self._on_blocked,
+            m.WORKER_UNBLOCKED: self._on_unblocked,
+            m.OBJECT_SEALED: self._on_sealed,
+            m.OBJECT_FREE: self._on_free,
+        }
+
+    def _start_zygote(self) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            try:
+                _zygote(theirs, self.worker_args)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.zygote_pid = pid
+        return ours
+
+    def node_info(self) -> dict[str, Any]:
+        return {
+            "NodeID": self.node_id,
+            "Alive": True,
+            "NodeManagerAddress": self.args.node_ip,
+            "NodeManagerHostname": socket.gethostname(),
+            "NodeName": self.args.node_ip,
+            "Resources": self.resources.total.to_dict(),
+            "DaemonAddress": self.address,
+            "ObjectStoreDir": self.store.shm_dir,
+            "SessionDir": self.session_dir,
+            "alive": True,
+        }
+
+    # --- loop -------------------------------------------------------------------------
+    def run(self, ready_fd: int | None) -> None:
+        for _ in range(int(self.args.num_prestart)):
+            self._start_worker()
+        self.reactor.call_later(1.0, self._reap_idle)
+        if ready_fd is not None:
+            os.write(ready_fd, json.dumps(self.node_info()).encode() + b"\n")
+            os.close(ready_fd)
+        self.reactor.run_forever()
+
+    def _dispatch(self, conn: Connection, msg: tuple) -> None:
+        handler = self._handlers.get(msg[0])
+        if handler is not None:
+            handler(conn, msg)
+
+    def _on_call(self, conn: Connection, msg: tuple) -> None:
+        _, req, method, args = msg
+        try:
+            result = getattr(self, "rpc_" + method)(conn, *args)
+        except Exception as e:  # noqa: BLE001 - errors travel back to the caller
+            try:
+                conn.send((m.REPLY, req, False, e))
+            except ConnectionClosed:
+                pass
+            return
+        try:
+            conn.send((m.REPLY, req, True, result))
+        except ConnectionClosed:
+            pass
+
+    def _on_notify(self, conn: Connection, msg: tuple) -> None:
+        getattr(self, "notify_" + msg[1])(conn, *msg[2])
+
+    # --- clients ------------------------------------------------------------------------
+    def rpc_register_driver(self, conn: Connection, job_id: str, pid: int,
+                            primary: bool) -> dict[str, Any]:
+        conn.peer = ("driver", job_id)
+        conn.on_close.append(self._on_client_closed)
+        if primary:
+            self.owner_conn = conn
+        self.control.add_job(job_id, {"job_id": job_id, "driver_pid": pid})
+        return self.node_info()
+
+    def rpc_register_worker(self, conn: Connection, worker_id: str, address: str,
+                            pid: int) -> None:
+        w = self.workers.get(worker_id)
+        if w is None:
+            raise KeyError(f"unknown worker {worker_id}")
+        w.conn = conn
+        w.address = address
+        w.pid = pid
+        conn.peer = ("worker", worker_id)
+        conn.on_close.append(self._on_client_closed)
+        self.starting -= 1
+        w.idle_since = time.monotonic()
+        self.idle.append(worker_id)
+        self.reactor.call_later(0, self._schedule)
+
+    def notify_worker_forked(self, conn: Connection, worker_id: str, pid: int) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.pid = pid
+
+    def _on_client_closed(self, conn: Connection) -> None:
+        kind, ident = conn.peer
+        if kind == "worker":
+            w = self.workers.pop(ident, None)
+            if w is not None:
+                if ident in self.idle:
+                    self.idle.remove(ident)
+                if w.alloc is not None:
+                    self.resources.release(w.alloc)
+                    w.alloc = None
+        # workers leased to a client that went away run orphaned tasks: stop them
+        for w in list(self.workers.values()):
+            if w.owner is conn:
+                self._kill_worker(w)
+        self.requests = collections.deque(r for r in self.requests if r.conn is not conn)
+        if conn is self.owner_conn:
+            self.shutdown()
+            return
+        self._schedule()
+
+    # --- workers ------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        worker_id = "w-" + uuid.uuid4().hex[:12]
+        self.workers[worker_id] = WorkerInfo(worker_id)
+        self.starting += 1
+        _send_frame(self.zygote_sock, worker_id)
+
+    def _kill_worker(self, w: WorkerInfo) -> None:
+        if w.pid:
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap_idle(self) -> None:
+        """Stop workers idle for long, keeping ``num_prestart`` warm ones."""
+        now = time.monotonic()
+        keep = int(self.args.num_prestart)
+        for wid in list(self.idle):
+            if len(self.idle) <= keep:
+                break
+            w = self.workers.get(wid)
+            if w is not None and now - w.idle_since > IDLE_WORKER_TIMEOUT_S:
+                self.idle.remove(wid)
+                self._kill_worker(w)
+        if not self.stopping:
+            self.reactor.call_later(1.0, self._reap_idle)
+
+    # --- leases -------------------------------------------------------------------------
+    def _on_lease_request(self, conn: Connection, msg: tuple) -> None:
+        _, req, res, strategy, owner_address = msg
+        try:
+            request = ResourceSet(res)
+        except (TypeError, ValueError) as e:
+            conn.send((m.LEASE_FAIL, req, str(e), [res, strategy]))
+            return
+        if not self.resources.feasible(request):
+            total = self.resources.total
+            conn.send((m.LEASE_FAIL, req,
+                       f"No node can ever run this task: it requires {request!r} but the "
+                       f"largest node in the cluster has {total!r}. Lower the task's resource "
+                       "request or add a node that has them.", [res, strategy]))
+            return
+        lr = LeaseRequest(conn, req, request, [res, strategy])
+        self.requests.append(lr)
+        self._schedule()
+        if not lr.queued and lr in self.requests:
+            lr.queued = True
+            conn.send((m.REPLY, req, True, "queued"))
+
+    def _schedule(self) -> None:
+        if not self.requests:
+            return
+        waiting = 0
+        remaining: collections.deque[LeaseRequest] = collections.deque()
+        for lr in self.requests:
+            if not self.resources.can_fit(lr.resources):
+                remaining.append(lr)
+                continue
+            if not self.idle:
+                waiting += 1
+                remaining.append(lr)
+                continue
+            w = self.workers[self.idle.pop()]
+            w.alloc = self.resources.allocate(lr.resources)
+            w.owner = lr.conn
+            try:
+                lr.conn.send((m.LEASE_GRANT, lr.req, w.worker_id, w.address, w.alloc.gpu_ids,
+                              lr.key_list, lr.queued))
+            except ConnectionClosed:
+                self.resources.release(w.alloc)
+                w.alloc = None
+                w.owner = None
+                self.idle.append(w.worker_id)
+        self.requests = remaining
+        starts = min(waiting - self.starting, max(2, int(self.args.num_cpus)) - self.starting)
+        for _ in range(max(0, starts)):
+            self._start_worker()
+        if self.requests and not self.reclaim_sent:
+            self.reclaim_sent = True
+            owners = {w.owner for w in self.workers.values() if w.owner is not None}
+            for owner in owners:
+                try:
+                    owner.send((m.LEASE_RECLAIM,))
+                except ConnectionClosed:
+                    pass
+
+    def _on_lease_return(self, conn: Connection, msg: tuple) -> None:
+        _, worker_id, kill = msg
+        w = self.workers.get(worker_id)
+        if w is None or w.owner is not conn:
+            return
+        if w.alloc is not None:
+            self.resources.release(w.alloc)
+            w.alloc = None
+        w.owner = None
+        w.blocked = False
+        self.reclaim_sent = False
+        if kill:
+            self._kill_worker(w)
+        else:
+            w.idle_since = time.monotonic()
+            self.idle.append(worker_id)
+        self._schedule()
+
+    def _worker_of(self, conn: Connection) -> WorkerInfo | None:
+        peer = conn.peer
+        if peer and peer[0] == "worker":
+            return self.workers.get(peer[1])
+        return None
+
+    def _on_blocked(self, conn: Connection, msg: tuple) -> None:
+        w = self._worker_of(conn)
+        if w is not None and w.alloc is not None and not w.blocked:
+            w.blocked = True
+            self.resources.release_cpus(w.alloc)
+            self._schedule()
+
+    def _on_unblocked(self, conn: Connection, msg: tuple) -> None:
+        w = self._worker_of(conn)
+        if w is not None and w.alloc is not None and w.blocked:
+            w.blocked = False
+            self.resources.reacquire_cpus(w.alloc)
+
+    # --- objects ------------------------------------------------------------------------
+    def _on_sealed(self, conn: Connection, msg: tuple) -> None:
+        self.store.sealed(msg[1], msg[2])
+
+    def _on_free(self, conn: Connection, msg: tuple) -> None:
+        for hexid in msg[1]:
+            self.store.delete(hexid)
+
+    def rpc_restore_object(self, conn: Connection, hexid: str) -> str:
+        return self.store.restore(hexid)
+
+    def rpc_store_stats(self, conn: Connection) -> dict[str, int]:
+        return self.store.stats()
+
+    # --- control store ------------------------------------------------------------------
+    def rpc_export_function(self, conn: Connection, fn_id: bytes, blob: bytes) -> None:
+        self.control.export_function(fn_id, blob)
+
+    def rpc_get_function(self, conn: Connection, fn_id: bytes) -> bytes:
+        return self.control.get_function(fn_id)
+
+    def rpc_kv_put(self, conn, namespace, key, value, overwrite) -> bool:
+        return self.control.kv_put(namespace, key, value, overwrite)
+
+    def rpc_kv_get(self, conn, namespace, key) -> bytes | None:
+        return self.control.kv_get(namespace, key)
+
+    def rpc_kv_del(self, conn, namespace, key) -> bool:
+        return self.control.kv_del(namespace, key)
+
+    def rpc_kv_keys(self, conn, namespace, prefix) -> list[bytes]:
+        return self.control.kv_keys(namespace, prefix)
+
+    def rpc_nodes(self, conn: Connection) -> list[dict[str, Any]]:
+        return [self.node_info()]
+
+    def rpc_cluster_resources(self, conn: Connection) -> dict[str, float]:
+        return self.resources.total.to_dict()
+
+    def rpc_available_resources(self, conn: Connection) -> dict[str, float]:
+        return self.resources.available.to_dict()
+
+    def rpc_status(self, conn: Connection) -> dict[str, Any]:
+        return {
+            "node": self.node_info(),
+            "available": self.resources.available.to_dict(),
+            "workers": len(self.workers),
+            "idle_workers": len(self.idle),
+            "pending_leases": [r.resources.to_dict() for r in self.requests],
+            "store": self.store.stats(),
+            "jobs": self.control.jobs(),
+        }
+
+    def rpc_shutdown(self, conn: Connection) -> None:
+        self.reactor.call_later(0, self.shutdown)
+
+    # --- stop ---------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Kill every worker, delete the store and the session directory, and exit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for w in self.workers.values():
+            self._kill_worker(w)
+        try:
+            os.kill(self.zygote_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.store.destroy()
+        except Exception:  # noqa: BLE001 - best effort while exiting
+            pass
+        try:
+            self.control.storage.close()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.args.cleanup_session:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="quanta-node-daemon")
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--num-cpus", type=float, required=True)
+    p.add_argument("--num-gpus", type=float, default=0)
+    p.add_argument("--memory", type=float, required=True)
+    p.add_argument("--object-store-memory", type=float, required=True)
+    p.add_argument("--resources", default="{}")
+    p.add_argument("--num-prestart", type=int, default=None)
+    p.add_argument("--storage", default="")
+    p.add_argument("--shm-dir", default="/dev/shm")
+    p.add_argument("--node-ip", default="127.0.0.1")
+    p.add_argument("--ready-fd", type=int, default=None)
+    p.add_argument("--cleanup-session", action="store_true")
+    p.add_argument("--parent-death", action="store_true")
+    args = p.parse_args(argv)
+    if args.num_prestart is None:
+        args.num_prestart = max(1, int(args.num_cpus))
+    if args.parent_death:
+        set_parent_death_signal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    daemon = NodeDaemon(args)
+    signal.signal(signal.SIGTERM, lambda *a: daemon.shutdown())
+    if args.parent_death and os.getppid() == 1:
+        daemon.shutdown()
+    daemon.run(args.ready_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Validation of ``@remote(...)`` and ``.options(...)`` for tasks: every option checked at the
+call site with an error that names it and says what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quanta._private.resources import validate_request
+
+TASK_OPTIONS = frozenset({
+    "num_cpus", "num_gpus", "memory", "resources", "accelerator_type", "num_returns",
+    "max_retries", "retry_exceptions", "name", "scheduling_strategy", "runtime_env",
+    "max_calls", "enable_task_events", "label_selector", "_metadata",
+})
+STRATEGIES = ("DEFAULT", "SPREAD")
+
+
+def _closest(name: str, allowed) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(name, sorted(allowed), n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def validate_task_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Return ``opts`` checked and normalised. Raises ValueError/TypeError naming the option."""
+    for key in opts:
+        if key not in TASK_OPTIONS:
+            raise ValueError(
+                f"Invalid option {key!r} for a remote function.{_closest(key, TASK_OPTIONS)} "
+                f"Valid options: {', '.join(sorted(TASK_OPTIONS))}."
+            )
+    out = dict(opts)
+    nr = opts.get("num_returns", None)
+    if nr is not None:
+        if nr in ("streaming", "dynamic"):
+            pass
+        elif type(nr) is not int:
+            raise TypeError(
+                f"num_returns must be an int >= 0 or 'streaming', got {nr!r} "
+                f"({type(nr).__name__})")
+        elif nr < 0:
+            raise ValueError(f"num_returns must be >= 0, got {nr}")
+    mr = opts.get("max_retries", None)
+    if mr is not None:
+        if type(mr) is not int:
+            raise TypeError(f"max_retries must be an int (-1 for infinite), got {mr!r}")
+        if mr < -1:
+            raise ValueError(f"max_retries must be -1 (infinite) or >= 0, got {mr}")
+    re_ = opts.get("retry_exceptions", None)
+    if re_ is not None and not isinstance(re_, bool):
+        if not isinstance(re_, (list, tuple)) or not all(
+                isinstance(c, type) and issubclass(c, BaseException) for c in re_):
+            raise TypeError(
+                "retry_exceptions must be a bool or a list of exception classes, "
+                f"got {re_!r}")
+        out["retry_exceptions"] = tuple(re_)
+    name = opts.get("name", None)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    strat = opts.get("scheduling_strategy", None)
+    if strat is not None:
+        from quanta.util.scheduling_strategies import check_strategy
+
+        out["scheduling_strategy"] = check_strategy(strat)
+    if opts.get("runtime_env"):
+        raise ValueError(
+            "runtime_env needs the quanta-runtime-env plugin, which is not installed: "
+            "pip install quanta-runtime-env")
+    if opts.get("accelerator_type") is not None:
+        if not isinstance(opts["accelerator_type"], str):
+            raise TypeError("accelerator_type must be a str such as 'A100'")
+    return out
+
+
+def resource_request(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
+    res = dict(opts.get("resources") or {})
+    if opts.get("accelerator_type"):
+        res[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
+    rs = validate_request(
+        num_cpus=opts.get("num_cpus"),
+        num_gpus=opts.get("num_gpus"),
+        memory=opts.get("memory"),
+        resources=res or None,
+        default_cpus=default_cpus,
+    )
+    return rs.to_dict()

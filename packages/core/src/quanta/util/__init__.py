@@ -1,0 +1,26 @@
+"""``quanta.util``: scheduling strategies here; ActorPool, Queue and others come from plugins
+(``quanta_util_exports``) and are looked up the first time they are used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quanta.util import scheduling_strategies as scheduling_strategies
+
+_PROVIDERS = {"ActorPool": "quanta-util-pool", "queue": "quanta-util-queue",
+              "Queue": "quanta-util-queue"}
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from quanta.plugins.manager import util_exports
+
+    exports = util_exports()
+    if name in exports:
+        return exports[name]
+    if name in _PROVIDERS:
+        raise ImportError(
+            f"quanta.util.{name} is provided by the {_PROVIDERS[name]} package, which is not "
+            f"installed: pip install {_PROVIDERS[name]}")
+    raise AttributeError(f"module 'quanta.util' has no attribute {name!r}")
