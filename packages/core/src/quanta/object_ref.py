@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-from quanta._private import serialization
+from quanta._private import serialization, worker_state
 
 
 class ObjectRef:
@@ -71,9 +71,7 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
-    from quanta._private.worker_state import current_core_worker_or_none
-
-    cw = current_core_worker_or_none()
+    cw = worker_state._core_worker
     if cw is None:
         return ObjectRef(object_id, owner, None, count=False)
     return cw.deserialize_ref(object_id, owner)

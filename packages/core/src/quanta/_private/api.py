@@ -208,11 +208,15 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1,
     """Split ``object_refs`` into (ready, not ready) once ``num_returns`` are ready."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
-    for r in object_refs:
-        if type(r) is not ObjectRef:
-            raise TypeError(f"wait() expects a list of ObjectRefs, but it contains a "
-                            f"{type(r).__name__}")
-    if len(set(object_refs)) != len(object_refs):
+    try:
+        unique = {r._id for r in object_refs}
+    except AttributeError:
+        unique = set()
+    if not all(type(r) is ObjectRef for r in object_refs):
+        bad = next(r for r in object_refs if type(r) is not ObjectRef)
+        raise TypeError(f"wait() expects a list of ObjectRefs, but it contains a "
+                        f"{type(bad).__name__}")
+    if len(unique) != len(object_refs):
         raise ValueError("wait() requires a list of unique object refs.")
     if type(num_returns) is not int or num_returns < 0:
         raise ValueError(f"num_returns must be an int >= 0, got {num_returns!r}")

@@ -210,6 +210,7 @@ class CoreWorker:
         self.calls: dict[int, Callable[[bool, Any], None]] = {}
         self._req = itertools.count(1)
         self.exported: set[bytes] = set()
+        self._removes: dict[str, list[bytes]] | None = None
         self.functions: dict[bytes, Any] = {}
         self.closed = False
         self.current_task_id: bytes | None = None  # set by the executor inside workers
@@ -367,13 +368,17 @@ class CoreWorker:
 
     def _register_borrow(self, oid: bytes, owner: str) -> None:
         source = _source.get()
+        if source is None or source == owner or threading.get_ident() == self.reactor.thread_id:
+            batch = _source.batch()
+            if batch is not None:
+                batch.setdefault(owner, []).append(oid)
+                return
+            self._send_borrow_adds({owner: [oid]})
+            return
         try:
             conn = self.peer(owner)
         except OSError:
             return  # owner gone: get() will report OwnerDiedError
-        if source is None or source == owner or threading.get_ident() == self.reactor.thread_id:
-            conn.send((m.BORROW_ADD, [oid], 0))
-            return
         fut: Future = Future()
         req = next(self._req)
         self.calls[req] = lambda ok, res: fut.set_result(None)
@@ -383,6 +388,13 @@ class CoreWorker:
         except Exception:  # noqa: BLE001 - an unreachable owner surfaces on get()
             pass
 
+    def _send_borrow_adds(self, batch: dict[str, list[bytes]]) -> None:
+        for owner, oids in batch.items():
+            try:
+                self.peer(owner).send((m.BORROW_ADD, oids, 0))
+            except (OSError, ConnectionClosed):
+                pass  # owner gone: get() will report OwnerDiedError
+
     def add_local_ref(self, oid: bytes) -> None:
         with self.lock:
             self.objects[oid].local += 1
@@ -390,6 +402,7 @@ class CoreWorker:
     def _drain_released(self) -> None:
         released = self.released
         with self.lock:
+            self._removes = {}
             while released:
                 oid = released.popleft()
                 entry = self.objects.get(oid)
@@ -401,6 +414,14 @@ class CoreWorker:
             gens = self.released_generators
             while gens:
                 self._drop_generator(gens.popleft())
+            removes, self._removes = self._removes, None
+        for owner, oids in removes.items():
+            conn = self.peers.get(owner)
+            if conn is not None:
+                try:
+                    conn.send((m.BORROW_REMOVE, oids))
+                except ConnectionClosed:
+                    pass
 
     def _maybe_free(self, oid: bytes, entry: ObjectEntry) -> None:
         """Free ``entry`` if nothing references it any more. Lock held."""
@@ -410,6 +431,9 @@ class CoreWorker:
             return
         del self.objects[oid]
         if not entry.owned:
+            if self._removes is not None:
+                self._removes.setdefault(entry.owner, []).append(oid)
+                return
             conn = self.peers.get(entry.owner)
             if conn is not None:
                 try:
@@ -498,6 +522,7 @@ class CoreWorker:
         """Turn a stored value into a Python object (raises the stored error)."""
         kind = value[0]
         token = _source.set(source)
+        batch = _source.start_batch()
         try:
             if kind == m.VALUE_INLINE:
                 return serialization.deserialize(value[1], value[2])
@@ -507,6 +532,9 @@ class CoreWorker:
             err = serialization.deserialize(value[1])
         finally:
             _source.reset(token)
+            _source.end_batch(batch)
+            if batch:
+                self._send_borrow_adds(batch)
         if isinstance(err, exc.RayTaskError):
             raise err.as_instanceof_cause()
         raise err
@@ -668,6 +696,25 @@ class CoreWorker:
 
     def wait(self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        # Fast path: scan in order and stop at the num_returns-th ready ref.
+        done_idx = []
+        objects = self.objects
+        with self.lock:
+            for i, ref in enumerate(refs):
+                entry = objects.get(ref._id)
+                if entry is not None and entry.value is not None:
+                    done_idx.append(i)
+                    if len(done_idx) == num_returns:
+                        break
+        if len(done_idx) == num_returns:
+            done = [refs[i] for i in done_idx]
+            rest: list[ObjectRef] = []
+            prev = 0
+            for i in done_idx:
+                rest.extend(refs[prev:i])
+                prev = i + 1
+            rest.extend(refs[prev:])
+            return done, rest
         oids = [r._id for r in refs]
         ready = self._wait_ready(oids, num_returns, timeout)
         done, rest = [], []
@@ -1238,6 +1285,20 @@ class _Source:
 
     def reset(self, old: str | None) -> None:
         self._local.v = old
+
+    def batch(self) -> dict[str, list[bytes]] | None:
+        return getattr(self._local, "batch", None)
+
+    def start_batch(self) -> dict[str, list[bytes]]:
+        """Collect borrow adds made while decoding; the caller sends them when done."""
+        outer = getattr(self._local, "batch", None)
+        batch: dict[str, list[bytes]] = {}
+        self._local.batch = batch
+        self._local.outer = outer
+        return batch
+
+    def end_batch(self, batch: dict[str, list[bytes]]) -> None:
+        self._local.batch = getattr(self._local, "outer", None)
 
 
 _source = _Source()

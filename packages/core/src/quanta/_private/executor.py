@@ -170,10 +170,14 @@ class Executor:
             return (), {}
         cw = self.cw
         old = _source.set(conn.peer)
+        batch = _source.start_batch()
         try:
             a, kw = serialization.deserialize(args[0], args[1])
         finally:
             _source.reset(old)
+            _source.end_batch(batch)
+            if batch:
+                cw._send_borrow_adds(batch)
         if not resolved:
             return a, kw
         values = []

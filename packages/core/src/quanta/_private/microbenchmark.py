@@ -1,0 +1,114 @@
+"""``quanta microbenchmark``: the task and object workloads of Ray's ``ray microbenchmark``,
+printed in the same shape (``<name> per second <mean> +- <stdev>``) so the two read side by
+side. Each workload runs a warm-up, then ``rounds`` timed rounds of about ``seconds`` each."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import quanta
+
+
+def _timeit(name: str, fn: Callable[[], None], units: int, rounds: int, seconds: float,
+            results: list) -> None:
+    fn()  # warm-up
+    rates = []
+    for _ in range(rounds):
+        n, start = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+        rates.append(n * units / elapsed)
+    mean = statistics.mean(rates)
+    sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    print(f"{name} per second {mean:.2f} +- {sd:.2f}", flush=True)
+    results.append((name, mean, sd))
+
+
+def run(rounds: int = 3, seconds: float = 2.0, only: list[str] | None = None) -> list:
+    import numpy as np
+
+    results: list = []
+    quanta.init(ignore_reinit_error=True)
+
+    def want(name: str) -> bool:
+        return not only or any(o in name for o in only)
+
+    @quanta.remote
+    def noop():
+        return b"ok"
+
+    @quanta.remote
+    def put_many(n):
+        for _ in range(n):
+            quanta.put(0)
+        return n
+
+    @quanta.remote
+    def put_big(n, size):
+        for _ in range(n):
+            quanta.put(np.zeros(size // 8, dtype=np.int64))
+        return n
+
+    @quanta.remote
+    def submit_many(n):
+        quanta.get([noop.remote() for _ in range(n)])
+        return n
+
+    @quanta.remote
+    def create_refs(n):
+        return [quanta.put(i) for i in range(n)]
+
+    value = quanta.put(0)
+    if want("single client get calls"):
+        _timeit("single client get calls", lambda: quanta.get(value), 1, rounds, seconds,
+                results)
+    if want("single client put calls"):
+        _timeit("single client put calls", lambda: quanta.put(0), 1, rounds, seconds, results)
+    if want("multi client put calls"):
+        _timeit("multi client put calls",
+                lambda: quanta.get([put_many.remote(100) for _ in range(10)]), 1000, rounds,
+                seconds, results)
+    if want("single client put gigabytes"):
+        arr = np.zeros(800 * 1024 * 1024 // 8, dtype=np.int64)
+        _timeit("single client put gigabytes", lambda: quanta.put(arr), 800 / 1024, rounds,
+                seconds, results)
+        del arr
+    if want("multi client put gigabytes"):
+        _timeit("multi client put gigabytes",
+                lambda: quanta.get([put_big.remote(10, 80 * 1024 * 1024) for _ in range(10)]),
+                8000 / 1024, rounds, seconds, results)
+    if want("single client tasks and get batch"):
+        _timeit("single client tasks and get batch",
+                lambda: quanta.get([noop.remote() for _ in range(1000)]), 1, rounds, seconds,
+                results)
+    if want("single client get object containing 10k refs"):
+        outer = create_refs.remote(10000)
+        quanta.get(outer)
+        _timeit("single client get object containing 10k refs", lambda: quanta.get(outer), 1,
+                rounds, seconds, results)
+    if want("single client wait 1k refs"):
+        def wait_1k():
+            refs = [noop.remote() for _ in range(1000)]
+            while refs:
+                _, refs = quanta.wait(refs, num_returns=1)
+        _timeit("single client wait 1k refs", wait_1k, 1, rounds, seconds, results)
+    if want("single client tasks sync"):
+        _timeit("single client tasks sync", lambda: quanta.get(noop.remote()), 1, rounds,
+                seconds, results)
+    if want("single client tasks async"):
+        _timeit("single client tasks async",
+                lambda: quanta.get([noop.remote() for _ in range(1000)]), 1000, rounds, seconds,
+                results)
+    if want("multi client tasks async"):
+        # Ray runs this with 4 actors as clients; until actors land, 4 tasks are the clients.
+        _timeit("multi client tasks async",
+                lambda: quanta.get([submit_many.remote(2500) for _ in range(4)]), 10000, rounds,
+                seconds, results)
+    quanta.shutdown()
+    return results
