@@ -908,7 +908,8 @@ class CoreWorker:
         if best is None:
             return None
         # Pipeline only when the daemon has said no more workers are free right now.
-        if len(best.inflight) < PIPELINE_DEPTH and ks.requests == ks.requests_queued:
+        if (len(best.inflight) < PIPELINE_DEPTH and ks.requests > 0
+                and ks.requests == ks.requests_queued):
             return best
         return None
 

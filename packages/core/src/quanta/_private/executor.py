@@ -53,7 +53,7 @@ class Executor:
         elif kind == m.STEAL:
             with self.lock:
                 mine = [t for t, (c, _) in self.pending.items() if c is conn]
-                give = mine[len(mine) // 2 + len(mine) % 2:] if len(mine) > 1 else []
+                give = mine[len(mine) // 2:]  # the later half, rounded up
                 for t in give:
                     del self.pending[t]
             if give:
