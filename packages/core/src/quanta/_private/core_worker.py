@@ -74,9 +74,11 @@ class ObjectEntry:
         "producer",
         "fetching",
         "gen_hold",
+        "mapped",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
+        self.mapped = None  # the ObjectView of a shared-memory value, shared by every get
         self.value: tuple | None = None
         self.local = 0
         self.borrowers: set[str] | None = None
@@ -114,7 +116,7 @@ class TaskSpec:
         "attempt",
     )
 
-    def wire(self, gpu_ids: list[int], resolved: list) -> tuple:
+    def wire(self, gpu_ids: list[int], resolved: list, job_id: str) -> tuple:
         return (
             self.task_id,
             self.fn_id,
@@ -126,6 +128,7 @@ class TaskSpec:
             self.name,
             gpu_ids,
             self.attempt,
+            job_id,
         )
 
 
@@ -527,7 +530,12 @@ class CoreWorker:
             if kind == m.VALUE_INLINE:
                 return serialization.deserialize(value[1], value[2])
             if kind == m.VALUE_SHM:
-                view = self._map_shm(oid)
+                entry = self.objects.get(oid)
+                view = entry.mapped if entry is not None else None
+                if view is None:
+                    view = self._map_shm(oid)
+                    if entry is not None:
+                        entry.mapped = view
                 return serialization.deserialize(view.payload, view.buffers)
             err = serialization.deserialize(value[1])
         finally:
@@ -667,7 +675,7 @@ class CoreWorker:
                         if not entry.waiters:
                             entry.waiters = None
                             self._maybe_free(oid, entry)
-            return set(ready)
+        return set(ready)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
         oids = [r._id for r in refs]
@@ -752,7 +760,7 @@ class CoreWorker:
     def export_function(self, fn_id: bytes, blob: bytes) -> None:
         if fn_id in self.exported:
             return
-        self.call_daemon("export_function", fn_id, blob)
+        self.call_daemon("export_function", fn_id, blob, _import_path())
         self.exported.add(fn_id)
 
     def submit_task(
@@ -918,7 +926,7 @@ class CoreWorker:
         lease.idle_token += 1
         spec.lease = lease
         try:
-            lease.conn.send((m.PUSH_TASK, spec.wire(lease.gpu_ids, self._resolved_args(spec))))
+            lease.conn.send((m.PUSH_TASK, spec.wire(lease.gpu_ids, self._resolved_args(spec), self.job_id)))
         except ConnectionClosed:
             pass  # the close handler retries the task
 
@@ -1264,6 +1272,13 @@ class CoreWorker:
         self.reactor.stop()
         if self.reactor.thread is not None:
             self.reactor.thread.join(5)
+
+
+def _import_path() -> list[str]:
+    """This process's import path, absolute, so workers can import what the driver can."""
+    import sys
+
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)]
 
 
 def _error_value(error: BaseException) -> tuple:

@@ -26,6 +26,17 @@ from quanta._private.core_worker import ArgRef, CoreWorker, _error_value, _sourc
 from quanta._private.transport import Connection, ConnectionClosed
 
 
+def _extend_import_path(path: list[str]) -> None:
+    """Make the submitting process's modules importable here (new entries go last)."""
+    import sys
+
+    known = set(sys.path)
+    for p in path:
+        if p not in known:
+            sys.path.append(p)
+            known.add(p)
+
+
 class Executor:
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
@@ -122,8 +133,9 @@ class Executor:
 
     def execute(self, conn: Connection, spec: tuple) -> None:
         (task_id, fn_id, fn_name, args, resolved, num_returns, generator, name, gpu_ids,
-         attempt) = spec
+         attempt, job_id) = spec
         cw = self.cw
+        cw.job_id = job_id
         self.running = task_id
         cw.current_task_id = task_id
         if gpu_ids != self.gpu_ids:
@@ -131,7 +143,9 @@ class Executor:
         try:
             fn = cw.functions.get(fn_id)
             if fn is None:
-                fn = serialization.deserialize(cw.call_daemon("get_function", fn_id))
+                blob, path = cw.call_daemon("get_function", fn_id)
+                _extend_import_path(path)
+                fn = serialization.deserialize(blob)
                 cw.functions[fn_id] = fn
             a, kw = self._decode_args(conn, args, resolved)
             if generator:

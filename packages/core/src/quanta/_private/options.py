@@ -70,6 +70,11 @@ def validate_task_options(opts: dict[str, Any]) -> dict[str, Any]:
     if opts.get("accelerator_type") is not None:
         if not isinstance(opts["accelerator_type"], str):
             raise TypeError("accelerator_type must be a str such as 'A100'")
+    res = opts.get("resources")
+    if res is not None and not isinstance(res, dict):
+        raise TypeError(f"resources must be a dict of name to amount, got {type(res).__name__}")
+    if any(k in opts for k in ("num_cpus", "num_gpus", "memory", "resources")):
+        resource_request(out, default_cpus=1)  # raises naming the bad option
     return out
 
 

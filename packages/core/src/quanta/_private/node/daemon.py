@@ -27,6 +27,7 @@ import collections
 import ctypes
 import json
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -443,11 +444,12 @@ class NodeDaemon:
         return self.store.stats()
 
     # --- control store ------------------------------------------------------------------
-    def rpc_export_function(self, conn: Connection, fn_id: bytes, blob: bytes) -> None:
-        self.control.export_function(fn_id, blob)
+    def rpc_export_function(self, conn: Connection, fn_id: bytes, blob: bytes,
+                            import_path: list[str]) -> None:
+        self.control.export_function(fn_id, pickle.dumps((blob, import_path)))
 
-    def rpc_get_function(self, conn: Connection, fn_id: bytes) -> bytes:
-        return self.control.get_function(fn_id)
+    def rpc_get_function(self, conn: Connection, fn_id: bytes) -> tuple[bytes, list[str]]:
+        return pickle.loads(self.control.get_function(fn_id))
 
     def rpc_kv_put(self, conn, namespace, key, value, overwrite) -> bool:
         return self.control.kv_put(namespace, key, value, overwrite)
