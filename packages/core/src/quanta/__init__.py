@@ -4,6 +4,7 @@
 """
 
 from quanta import exceptions as exceptions
+from quanta import util as util
 from quanta._private.api import available_resources as available_resources
 from quanta._private.api import cancel as cancel
 from quanta._private.api import cluster_resources as cluster_resources
@@ -40,5 +41,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]

@@ -113,10 +113,16 @@ class ObjectRefGenerator:
 
     async def __anext__(self) -> ObjectRef:
         loop = asyncio.get_running_loop()
+        ref = await loop.run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self) -> ObjectRef | None:
         try:
-            return await loop.run_in_executor(None, self._next_sync)
+            return self._next_sync()
         except StopIteration:
-            raise StopAsyncIteration from None
+            return None
 
     def completed(self) -> ObjectRef:
         """A ref that is ready when the generator task has finished."""

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from quanta import exceptions as exc
 from quanta._private import worker_state
 from quanta._private.core_worker import CoreWorker
 from quanta.object_ref import ObjectRef, ObjectRefGenerator

@@ -45,9 +45,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from quanta import exceptions as exc
-from quanta._private import ids
+from quanta._private import ids, serialization, shm_store
 from quanta._private import messages as m
-from quanta._private import serialization, shm_store
 from quanta._private.transport import Connection, ConnectionClosed, Reactor
 from quanta.object_ref import ObjectRef, ObjectRefGenerator
 

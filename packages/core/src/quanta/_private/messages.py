@@ -11,7 +11,7 @@ REPLY = 3            # (REPLY, req_id, ok, result_or_error)
 NOTIFY = 4           # (NOTIFY, method, args_tuple): one-way request
 
 # --- owner -> worker ---------------------------------------------------------------------
-PUSH_TASK = 10       # (PUSH_TASK, spec_tuple)
+PUSH_TASK = 10       # (PUSH_TASK, spec_tuple): see TaskSpec.wire in core_worker
 CANCEL_TASK = 11     # (CANCEL_TASK, task_id, force, recursive)
 STEAL = 12           # (STEAL,): give back half of the tasks not started yet
 RELEASE_HELD = 13    # (RELEASE_HELD, [object_id]): refs nested in these returns may go
@@ -29,9 +29,11 @@ BORROW_REMOVE = 33   # (BORROW_REMOVE, [object_id])
 BORROW_ACK = 34      # (BORROW_ACK, req_id)
 
 # --- owner/worker <-> node daemon ----------------------------------------------------------
-LEASE_REQUEST = 40   # (LEASE_REQUEST, req_id, resources_dict, strategy)
-LEASE_GRANT = 41     # (LEASE_GRANT, req_id, worker_id, worker_address, gpu_ids)
-LEASE_FAIL = 42      # (LEASE_FAIL, req_id, message)
+LEASE_REQUEST = 40   # (LEASE_REQUEST, req_id, resources_dict, strategy, owner_address);
+#                      the daemon answers (REPLY, req_id, True, "queued") when it must wait
+LEASE_GRANT = 41     # (LEASE_GRANT, req_id, worker_id, worker_address, gpu_ids,
+#                      [resources_dict, strategy], was_queued)
+LEASE_FAIL = 42      # (LEASE_FAIL, req_id, message, [resources_dict, strategy])
 LEASE_RETURN = 43    # (LEASE_RETURN, worker_id, kill)
 LEASE_RECLAIM = 44   # (LEASE_RECLAIM,): daemon -> owners: give back idle leases
 WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get

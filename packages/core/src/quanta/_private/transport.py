@@ -281,6 +281,9 @@ class Reactor:
                 os.write(self._wake_w, b"x")
             except BlockingIOError:
                 pass
+            except OSError:
+                if not self._stopping:
+                    raise  # the pipe is only closed once the loop has stopped
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the reactor after ``delay`` seconds. Reactor thread only."""
@@ -288,6 +291,8 @@ class Reactor:
         heapq.heappush(self._timers, (time.monotonic() + delay, self._timer_seq, fn))
 
     def stop(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
         self.call_soon_threadsafe(lambda: None)
 

@@ -16,8 +16,9 @@ could never fit it. When requests wait, owners are asked to give back idle lease
 
 Lifetime: a daemon started by ``init()`` belongs to that driver. When the driver's connection
 closes (it exited or was killed) or the driver process dies (``PR_SET_PDEATHSIG``), the daemon
-kills its process group (zygote and workers), deletes its shared-memory files and session
-directory, and exits. Workers die with the zygote and the zygote with the daemon the same way.
+kills the zygote and every worker by pid, deletes its shared-memory files and session
+directory, and exits. Workers also die with the zygote, and the zygote with the daemon, by
+their own parent-death signals.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import uuid
 from typing import Any
 
 from quanta._private import messages as m
-from quanta._private import transport
 from quanta._private.node.control_store import ControlStore
 from quanta._private.node.object_store import ObjectStore
 from quanta._private.node.storage import open_storage

@@ -1,0 +1,144 @@
+"""Fixtures that start a real Quanta node (daemon + workers) per test and check that
+``shutdown()`` leaves nothing behind: no daemon, no worker processes, no /dev/shm store,
+no session directory."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import quanta
+from quanta._private import api
+
+
+# --------------------------------------------------------------------------------------
+# helpers shared by the tests (tests get them from the ``helpers`` fixture)
+# --------------------------------------------------------------------------------------
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds pass; return its last value.
+
+    Only for things no API can wait on (asynchronous freeing, processes exiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(pred())
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # state is the field after the parenthesised command name
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (children, grandchildren, ...)."""
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            for k in kids:
+                if k not in out:
+                    out.add(k)
+                    todo.append(k)
+    return out
+
+
+def store_stats() -> dict[str, int]:
+    from quanta._private.worker_state import current_core_worker
+
+    return current_core_worker().call_daemon("store_stats")
+
+
+# --------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------
+class _Started:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.proc = session.proc
+        self.daemon_pid = session.proc.pid
+        self.store_dir = session.node["ObjectStoreDir"]
+        self.session_dir = session.node["SessionDir"]
+        self.pids: set[int] = set()
+
+
+def _check_clean(started: list[_Started]) -> None:
+    problems = []
+    for s in started:
+        try:
+            s.proc.wait(10)
+        except Exception:  # noqa: BLE001
+            problems.append(f"daemon pid {s.daemon_pid} still running after shutdown")
+        if not wait_until(lambda s=s: not any(pid_alive(p) for p in s.pids), 5):
+            problems.append(f"processes still alive after shutdown: "
+                            f"{sorted(p for p in s.pids if pid_alive(p))}")
+        if os.path.exists(s.store_dir):
+            problems.append(f"object store dir {s.store_dir} remains after shutdown")
+        if os.path.exists(s.session_dir):
+            problems.append(f"session dir {s.session_dir} remains after shutdown")
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def start_quanta():
+    """Factory: ``start_quanta(**init_kwargs)`` runs ``quanta.init`` (num_cpus=2 unless
+    given) and returns its node info. Teardown shuts down and checks nothing remains."""
+    if quanta.is_initialized():  # a previous test left a session behind
+        quanta.shutdown()
+    started: list[_Started] = []
+
+    def start(**kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("num_cpus", 2)
+        info = quanta.init(**kwargs)
+        if api._session is not None and (not started or started[-1].session is not api._session):
+            started.append(_Started(api._session))
+        return info
+
+    yield start
+
+    if api._session is not None:
+        for s in started:
+            if s.session is api._session:
+                s.pids |= descendants(s.daemon_pid)
+        quanta.shutdown()
+    _check_clean(started)
+
+
+@pytest.fixture
+def quanta_node(request, start_quanta):
+    """A node with ``num_cpus=2``; parametrize indirectly with a dict of init kwargs to
+    change it, e.g. ``@pytest.mark.parametrize("quanta_node", [{"resources": {"a": 1}}],
+    indirect=True)``."""
+    kwargs = dict(getattr(request, "param", None) or {})
+    return start_quanta(**kwargs)
+
+
+@pytest.fixture
+def helpers():
+    """The helper functions above, for tests: ``helpers.wait_until(...)`` etc."""
+    import types
+
+    return types.SimpleNamespace(wait_until=wait_until, pid_alive=pid_alive,
+                                 descendants=descendants, store_stats=store_stats)
