@@ -92,8 +92,9 @@ def _check_clean(started: list[_Started]) -> None:
         except Exception:  # noqa: BLE001
             problems.append(f"daemon pid {s.daemon_pid} still running after shutdown")
         if not wait_until(lambda s=s: not any(pid_alive(p) for p in s.pids), 5):
-            problems.append(f"processes still alive after shutdown: "
-                            f"{sorted(p for p in s.pids if pid_alive(p))}")
+            problems.append(
+                f"processes still alive after shutdown: {sorted(p for p in s.pids if pid_alive(p))}"
+            )
         if os.path.exists(s.store_dir):
             problems.append(f"object store dir {s.store_dir} remains after shutdown")
         if os.path.exists(s.session_dir):
@@ -140,5 +141,6 @@ def helpers():
     """The helper functions above, for tests: ``helpers.wait_until(...)`` etc."""
     import types
 
-    return types.SimpleNamespace(wait_until=wait_until, pid_alive=pid_alive,
-                                 descendants=descendants, store_stats=store_stats)
+    return types.SimpleNamespace(
+        wait_until=wait_until, pid_alive=pid_alive, descendants=descendants, store_stats=store_stats
+    )

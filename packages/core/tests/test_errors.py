@@ -120,7 +120,8 @@ def test_application_errors_not_retried_by_default(quanta_node, tmp_path):
 def test_retry_exceptions_true_retries_until_success(quanta_node, tmp_path):
     path = tmp_path / "count"
     ref = counted.options(retry_exceptions=True, max_retries=3).remote(
-        str(path), ["value", "type", "ok"])
+        str(path), ["value", "type", "ok"]
+    )
     assert ray.get(ref) == 3
     assert attempts(path) == 3
 
@@ -144,20 +145,23 @@ def test_max_retries_zero_no_retry(quanta_node, tmp_path):
 def test_retry_exceptions_list_only_retries_listed(quanta_node, tmp_path):
     listed = tmp_path / "listed"
     ref = counted.options(retry_exceptions=[ValueError], max_retries=3).remote(
-        str(listed), ["value", "value", "ok"])
+        str(listed), ["value", "value", "ok"]
+    )
     assert ray.get(ref) == 3
     assert attempts(listed) == 3
 
     unlisted = tmp_path / "unlisted"
     ref = counted.options(retry_exceptions=[ValueError], max_retries=3).remote(
-        str(unlisted), ["type", "ok"])
+        str(unlisted), ["type", "ok"]
+    )
     with pytest.raises(TypeError, match="attempt 1"):
         ray.get(ref)
     assert attempts(unlisted) == 1
 
     mixed = tmp_path / "mixed"
     ref = counted.options(retry_exceptions=[ValueError], max_retries=3).remote(
-        str(mixed), ["value", "type", "ok"])
+        str(mixed), ["value", "type", "ok"]
+    )
     with pytest.raises(TypeError, match="attempt 2"):
         ray.get(ref)
     assert attempts(mixed) == 2
@@ -249,8 +253,11 @@ def test_unserializable_return_value_raises_at_get(quanta_node):
 # infeasible
 # --------------------------------------------------------------------------------------
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("opts", [{"num_cpus": 8}, {"resources": {"foo": 1}}, {"num_gpus": 1}],
-                         ids=["cpus", "custom", "gpus"])
+@pytest.mark.parametrize(
+    "opts",
+    [{"num_cpus": 8}, {"resources": {"foo": 1}}, {"num_gpus": 1}],
+    ids=["cpus", "custom", "gpus"],
+)
 def test_infeasible_task_raises_unschedulable(quanta_node, opts):
     t0 = time.monotonic()
     ref = add_one.options(**opts).remote(1)

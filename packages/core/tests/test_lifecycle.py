@@ -43,8 +43,9 @@ _DRIVER = textwrap.dedent("""
 
 
 def _run_driver(mode):
-    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, mode], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, mode], stdout=subprocess.PIPE, text=True
+    )
     line = proc.stdout.readline()
     assert line, f"driver printed nothing (exit code {proc.poll()})"
     return proc, json.loads(line)
@@ -52,12 +53,15 @@ def _run_driver(mode):
 
 def _assert_all_gone(helpers, info, extra_pids=()):
     pids = [info["daemon"], *info["workers"], *extra_pids]
-    assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in pids), 10), \
+    assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in pids), 10), (
         f"still alive: {[p for p in pids if helpers.pid_alive(p)]}"
-    assert helpers.wait_until(lambda: not os.path.exists(info["store_dir"]), 10), \
+    )
+    assert helpers.wait_until(lambda: not os.path.exists(info["store_dir"]), 10), (
         f"{info['store_dir']} remains"
-    assert helpers.wait_until(lambda: not os.path.exists(info["session_dir"]), 10), \
+    )
+    assert helpers.wait_until(lambda: not os.path.exists(info["session_dir"]), 10), (
         f"{info['session_dir']} remains"
+    )
 
 
 def test_shutdown_stops_everything(start_quanta, helpers):
@@ -82,8 +86,9 @@ def test_shutdown_stops_everything(start_quanta, helpers):
     ray.shutdown()
     assert not ray.is_initialized()
     pids = {daemon, *workers, *family}
-    assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in pids), 5), \
+    assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in pids), 5), (
         f"still alive: {[p for p in pids if helpers.pid_alive(p)]}"
+    )
     assert not os.path.exists(store_dir)
     assert not os.path.exists(session_dir)
 
@@ -128,8 +133,7 @@ def test_auto_init_on_first_remote(helpers):
                           "store_dir": s.node["ObjectStoreDir"],
                           "session_dir": s.node["SessionDir"]}), flush=True)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=50)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["value"] == 7 and info["init"] is True

@@ -39,10 +39,25 @@ def sleep_return(seconds, value):
 # --------------------------------------------------------------------------------------
 # put / get
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("value", [
-    0, -1, 2**70, 3.5, "text", b"bytes", None, True, [1, [2, 3]], {"a": (1, 2)}, {1, 2},
-    "x" * 200_000, list(range(50_000)),
-], ids=lambda v: type(v).__name__ + str(len(repr(v))))
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1,
+        2**70,
+        3.5,
+        "text",
+        b"bytes",
+        None,
+        True,
+        [1, [2, 3]],
+        {"a": (1, 2)},
+        {1, 2},
+        "x" * 200_000,
+        list(range(50_000)),
+    ],
+    ids=lambda v: type(v).__name__ + str(len(repr(v))),
+)
 def test_put_get_roundtrip(quanta_node, value):
     ref = ray.put(value)
     assert isinstance(ref, ray.ObjectRef)
@@ -121,8 +136,8 @@ def test_free_on_ref_deletion(quanta_node, helpers):
     assert stats["used_bytes"] >= base["used_bytes"] + 3 * TEN_MB
     del refs
     assert helpers.wait_until(
-        lambda: helpers.store_stats()["used_bytes"] <= base["used_bytes"], 10), \
-        helpers.store_stats()
+        lambda: helpers.store_stats()["used_bytes"] <= base["used_bytes"], 10
+    ), helpers.store_stats()
     assert helpers.store_stats()["num_objects"] == base["num_objects"]
 
 
@@ -137,8 +152,8 @@ def test_free_task_return_on_ref_deletion(quanta_node, helpers):
     assert helpers.store_stats()["used_bytes"] >= base["used_bytes"] + TEN_MB
     del ref
     assert helpers.wait_until(
-        lambda: helpers.store_stats()["used_bytes"] <= base["used_bytes"], 10), \
-        helpers.store_stats()
+        lambda: helpers.store_stats()["used_bytes"] <= base["used_bytes"], 10
+    ), helpers.store_stats()
 
 
 def test_value_alive_while_get_result_alive(quanta_node, helpers):

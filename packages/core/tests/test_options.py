@@ -14,24 +14,28 @@ def f(x=1):
 # --------------------------------------------------------------------------------------
 # task options: checked at the call site, no node needed
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("opts, exc, words", [
-    ({"num_cpu": 1}, ValueError, "num_cpu"),
-    ({"bogus_option": 1}, ValueError, "bogus_option"),
-    ({"num_cpus": "two"}, TypeError, "num_cpus"),
-    ({"num_cpus": -1}, ValueError, "num_cpus"),
-    ({"num_gpus": 1.5}, ValueError, "num_gpus"),
-    ({"num_gpus": -2}, ValueError, "num_gpus"),
-    ({"max_retries": "x"}, TypeError, "max_retries"),
-    ({"max_retries": -5}, ValueError, "max_retries"),
-    ({"num_returns": "many"}, TypeError, "num_returns"),
-    ({"num_returns": -1}, ValueError, "num_returns"),
-    ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions"),
-    ({"retry_exceptions": [int]}, TypeError, "retry_exceptions"),
-    ({"scheduling_strategy": "BOGUS"}, ValueError, "scheduling_strategy"),
-    ({"resources": {"CPU": 1}}, ValueError, "CPU"),
-    ({"resources": {"foo": -1}}, ValueError, "foo"),
-    ({"name": 5}, TypeError, "name"),
-], ids=lambda v: str(v)[:40] if isinstance(v, dict) else None)
+@pytest.mark.parametrize(
+    "opts, exc, words",
+    [
+        ({"num_cpu": 1}, ValueError, "num_cpu"),
+        ({"bogus_option": 1}, ValueError, "bogus_option"),
+        ({"num_cpus": "two"}, TypeError, "num_cpus"),
+        ({"num_cpus": -1}, ValueError, "num_cpus"),
+        ({"num_gpus": 1.5}, ValueError, "num_gpus"),
+        ({"num_gpus": -2}, ValueError, "num_gpus"),
+        ({"max_retries": "x"}, TypeError, "max_retries"),
+        ({"max_retries": -5}, ValueError, "max_retries"),
+        ({"num_returns": "many"}, TypeError, "num_returns"),
+        ({"num_returns": -1}, ValueError, "num_returns"),
+        ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions"),
+        ({"retry_exceptions": [int]}, TypeError, "retry_exceptions"),
+        ({"scheduling_strategy": "BOGUS"}, ValueError, "scheduling_strategy"),
+        ({"resources": {"CPU": 1}}, ValueError, "CPU"),
+        ({"resources": {"foo": -1}}, ValueError, "foo"),
+        ({"name": 5}, TypeError, "name"),
+    ],
+    ids=lambda v: str(v)[:40] if isinstance(v, dict) else None,
+)
 def test_invalid_options(opts, exc, words):
     with pytest.raises(exc, match=words):
         ray.remote(**opts)(f)
@@ -40,14 +44,29 @@ def test_invalid_options(opts, exc, words):
         rf.options(**opts)
 
 
-@pytest.mark.parametrize("opts", [
-    {"num_cpus": 0}, {"num_cpus": 0.5}, {"num_cpus": 4}, {"num_gpus": 0.25}, {"num_gpus": 2},
-    {"max_retries": -1}, {"max_retries": 0}, {"num_returns": 0}, {"num_returns": 2},
-    {"num_returns": "streaming"}, {"retry_exceptions": True},
-    {"retry_exceptions": [ValueError, KeyError]}, {"scheduling_strategy": "SPREAD"},
-    {"scheduling_strategy": "DEFAULT"}, {"resources": {"custom": 0.5}}, {"name": "my-task"},
-    {"memory": 1024},
-], ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"num_cpus": 0},
+        {"num_cpus": 0.5},
+        {"num_cpus": 4},
+        {"num_gpus": 0.25},
+        {"num_gpus": 2},
+        {"max_retries": -1},
+        {"max_retries": 0},
+        {"num_returns": 0},
+        {"num_returns": 2},
+        {"num_returns": "streaming"},
+        {"retry_exceptions": True},
+        {"retry_exceptions": [ValueError, KeyError]},
+        {"scheduling_strategy": "SPREAD"},
+        {"scheduling_strategy": "DEFAULT"},
+        {"resources": {"custom": 0.5}},
+        {"name": "my-task"},
+        {"memory": 1024},
+    ],
+    ids=lambda v: str(v)[:40],
+)
 def test_valid_options_accepted(opts):
     ray.remote(**opts)(f)
     ray.remote(f).options(**opts)
@@ -79,6 +98,7 @@ def test_options_chain_and_do_not_mutate(quanta_node):
 def test_node_affinity_strategy(quanta_node):
     node_id = ray.get_runtime_context().get_node_id()
     strat = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
     @ray.remote
     def rf(x):
         return x
@@ -106,15 +126,18 @@ def test_init_unknown_keyword(start_quanta):
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    ({"num_cpus": "two"}, TypeError),
-    ({"num_cpus": -1}, ValueError),
-    ({"num_gpus": -1}, ValueError),
-    ({"resources": {"CPU": 4}}, ValueError),
-    ({"resources": ["a"]}, TypeError),
-    ({"namespace": 5}, TypeError),
-    ({"object_store_memory": "big"}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        ({"num_cpus": "two"}, TypeError),
+        ({"num_cpus": -1}, ValueError),
+        ({"num_gpus": -1}, ValueError),
+        ({"resources": {"CPU": 4}}, ValueError),
+        ({"resources": ["a"]}, TypeError),
+        ({"namespace": 5}, TypeError),
+        ({"object_store_memory": "big"}, TypeError),
+    ],
+)
 def test_init_bad_arguments(start_quanta, kwargs, exc):
     with pytest.raises(exc):
         ray.init(**kwargs)

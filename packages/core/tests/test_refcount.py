@@ -78,8 +78,9 @@ def test_nested_refs_freed_when_all_dropped(quanta_node, helpers):
     assert helpers.store_stats()["used_bytes"] >= base + 8 * N
     del lst, out
     gc.collect()
-    assert helpers.wait_until(lambda: helpers.store_stats()["used_bytes"] <= base, 10), \
+    assert helpers.wait_until(lambda: helpers.store_stats()["used_bytes"] <= base, 10), (
         helpers.store_stats()
+    )
 
 
 @pytest.mark.parametrize("size", ["small", "large"])

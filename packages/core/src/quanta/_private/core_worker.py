@@ -56,6 +56,10 @@ INLINE_LIMIT = 100 * 1024
 PIPELINE_DEPTH = int(os.environ.get("QUANTA_PIPELINE_DEPTH", "16"))
 LEASE_LINGER_S = float(os.environ.get("QUANTA_LEASE_LINGER_S", "0.5"))
 MAX_LEASE_REQUESTS = 64
+# Freed shared-memory files that were never mapped are kept for reuse by the next large put.
+RECYCLE_MIN = 1 << 20
+RECYCLE_FILES = 2
+RECYCLE_BYTES = int(os.environ.get("QUANTA_RECYCLE_BYTES", str(2 << 30)))
 
 
 class ObjectEntry:
@@ -74,10 +78,12 @@ class ObjectEntry:
         "fetching",
         "gen_hold",
         "mapped",
+        "exposed",
     )
 
     def __init__(self, owned: bool, owner: str) -> None:
         self.mapped = None  # the ObjectView of a shared-memory value, shared by every get
+        self.exposed = False  # its value was mapped or handed out: its file is never recycled
         self.value: tuple | None = None
         self.local = 0
         self.borrowers: set[str] | None = None
@@ -213,6 +219,9 @@ class CoreWorker:
         self._req = itertools.count(1)
         self.exported: set[bytes] = set()
         self._removes: dict[str, list[bytes]] | None = None
+        self._pool: list[tuple[str, int]] = []  # recycled object files: (path, size)
+        self._pool_seq = 0
+        self.recycle_bytes = RECYCLE_BYTES
         self.functions: dict[bytes, Any] = {}
         self.closed = False
         self.current_task_id: bytes | None = None  # set by the executor inside workers
@@ -445,7 +454,8 @@ class CoreWorker:
             return
         value = entry.value
         if value is not None and value[0] == m.VALUE_SHM:
-            self._send_daemon((m.OBJECT_FREE, [oid.hex()]))
+            recycled = not entry.exposed and self._recycle(oid, value[1])
+            self._send_daemon((m.OBJECT_FREE, [oid.hex()], recycled))
         if entry.producer is not None:
             conn = self.peers.get(entry.producer)
             if conn is not None:
@@ -454,6 +464,32 @@ class CoreWorker:
                 except ConnectionClosed:
                     pass
         entry.contained = None  # nested refs go with the value
+
+    def _recycle(self, oid: bytes, size: int) -> bool:
+        """Keep the file of a freed object that nobody ever mapped, for the next large put.
+        Lock held. Returns True if the file was taken."""
+        if size < RECYCLE_MIN or len(self._pool) >= RECYCLE_FILES:
+            return False
+        if sum(s for _, s in self._pool) + size > self.recycle_bytes:
+            return False
+        self._pool_seq += 1
+        target = os.path.join(self.store_dir, f"recycled-{self.worker_id}-{self._pool_seq}")
+        try:
+            os.rename(os.path.join(self.store_dir, shm_store.object_file_name(oid.hex())),
+                      target)
+        except OSError:
+            return False  # spilled or gone: nothing to recycle
+        self._pool.append((target, size))
+        return True
+
+    def _take_recycled(self, size: int) -> str | None:
+        if size < RECYCLE_MIN or not self._pool:
+            return None
+        with self.lock:
+            if not self._pool:
+                return None
+            best = min(range(len(self._pool)), key=lambda i: abs(self._pool[i][1] - size))
+            return self._pool.pop(best)[0]
 
     def _send_daemon(self, msg: tuple) -> None:
         try:
@@ -467,6 +503,7 @@ class CoreWorker:
                 entry = self.objects.get(oid)
                 if entry is None or not entry.owned:
                     continue
+                entry.exposed = True
                 if entry.borrowers is None:
                     entry.borrowers = set()
                 entry.borrowers.add(conn.peer)
@@ -516,7 +553,8 @@ class CoreWorker:
             return (m.VALUE_INLINE, ser.payload, bufs)
         hexid = oid.hex()
         path = os.path.join(self.store_dir, shm_store.object_file_name(hexid))
-        size = shm_store.write_object(path, b"", ser.payload, ser.buffers)
+        size = shm_store.write_object(path, b"", ser.payload, ser.buffers,
+                                      reuse=self._take_recycled(ser.size))
         self._send_daemon((m.OBJECT_SEALED, hexid, size))
         return (m.VALUE_SHM, size, self.node_id)
 
@@ -531,6 +569,8 @@ class CoreWorker:
             if kind == m.VALUE_SHM:
                 entry = self.objects.get(oid)
                 view = entry.mapped if entry is not None else None
+                if entry is not None:
+                    entry.exposed = True
                 if view is None:
                     view = self._map_shm(oid)
                     if entry is not None:
@@ -624,6 +664,8 @@ class CoreWorker:
                 return
             else:
                 value = entry.value
+            if entry is not None:
+                entry.exposed = True
         conn.send((m.OBJECT_VALUE, req, value))
 
     def _wait_ready(self, oids: Sequence[bytes], num: int, timeout: float | None,
@@ -886,6 +928,7 @@ class CoreWorker:
         out = []
         for ref in spec.arg_refs:
             entry = self.objects[ref._id]
+            entry.exposed = True
             out.append((ref._id, ref._owner, entry.value if entry.owned else None))
         return out
 

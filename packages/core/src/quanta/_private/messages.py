@@ -39,7 +39,7 @@ LEASE_RECLAIM = 44   # (LEASE_RECLAIM,): daemon -> owners: give back idle leases
 WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
 WORKER_UNBLOCKED = 46
 OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)
-OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex])
+OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled): recycled = owner kept the file
 
 # --- value kinds in a return_value tuple ---------------------------------------------------
 VALUE_INLINE = 0     # (VALUE_INLINE, payload, buffers_or_None)

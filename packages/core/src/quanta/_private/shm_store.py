@@ -154,8 +154,14 @@ def write_object(
     metadata: bytes,
     payload: bytes | bytearray | memoryview,
     buffers: Sequence[memoryview | pickle.PickleBuffer],
+    reuse: str | None = None,
 ) -> int:
     """Atomically write one object file at ``path``; return its size in bytes.
+
+    ``reuse`` names a file nobody maps any more (a recycled object file): it is renamed into
+    place and overwritten, so the copy lands on memory pages that are already resident, which
+    is several times faster than faulting in fresh tmpfs pages. If it is gone, a new file is
+    made.
 
     ``metadata`` and ``payload`` are bytes-like; ``buffers`` are the pickle
     protocol-5 out-of-band buffers, as ``pickle.PickleBuffer`` or
@@ -196,7 +202,14 @@ def write_object(
 
     tmp_path = f"{path}.{os.getpid()}-{threading.get_ident()}{TMP_SUFFIX}"
     # os.open() file descriptors are non-inheritable (PEP 446): no O_CLOEXEC needed.
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if reuse is not None:
+        try:
+            os.rename(reuse, tmp_path)
+            flags = os.O_WRONLY
+        except OSError:
+            pass
+    fd = os.open(tmp_path, flags, 0o600)
     try:
         try:
             # Size first: the alignment gaps become (zero-filled) holes and the

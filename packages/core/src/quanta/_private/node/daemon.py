@@ -434,8 +434,9 @@ class NodeDaemon:
         self.store.sealed(msg[1], msg[2])
 
     def _on_free(self, conn: Connection, msg: tuple) -> None:
+        drop = self.store.forget if len(msg) > 2 and msg[2] else self.store.delete
         for hexid in msg[1]:
-            self.store.delete(hexid)
+            drop(hexid)
 
     def rpc_restore_object(self, conn: Connection, hexid: str) -> str:
         return self.store.restore(hexid)

@@ -277,6 +277,17 @@ class ObjectStore:
         self._bytes_restored_total += size
         return dst
 
+    def forget(self, object_id_hex: str) -> None:
+        """Drop the object from the accounting but leave the files alone: its owner took the
+        file back to recycle it (see ``CoreWorker._recycle``)."""
+        oid = object_id_hex.lower()
+        size = self._resident.pop(oid, None)
+        if size is not None:
+            self._used -= size
+        size = self._spilled.pop(oid, None)
+        if size is not None:
+            self._spilled_bytes -= size
+
     def delete(self, object_id_hex: str) -> None:
         """Forget the object and remove its file from ``shm_dir`` and ``spill_dir``.
 
