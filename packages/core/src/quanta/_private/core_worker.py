@@ -63,38 +63,27 @@ RECYCLE_BYTES = int(os.environ.get("QUANTA_RECYCLE_BYTES", str(2 << 30)))
 
 
 class ObjectEntry:
-    """What this process knows of one object (owned or borrowed)."""
+    """What this process knows of one object (owned or borrowed).
 
-    __slots__ = (
-        "value",
-        "local",
-        "borrowers",
-        "pins",
-        "owned",
-        "owner",
-        "contained",
-        "waiters",
-        "producer",
-        "fetching",
-        "gen_hold",
-        "mapped",
-        "exposed",
-    )
+    Fields other than ``owned`` and ``owner`` default to class attributes, so making an entry
+    (10,000 of them when a list of borrowed refs is unpickled) sets two attributes only.
+    """
+
+    value: tuple | None = None  # the ready value (inline bytes, shm locator or error)
+    local = 0  # ObjectRef instances in this process
+    borrowers: set[str] | None = None  # owned: processes that hold it
+    pins = 0  # owned: tasks in flight that take it as an argument
+    contained: list | None = None  # refs nested in the value, kept alive with it
+    waiters: list[Callable[[], None]] | None = None
+    producer: str | None = None  # worker holding refs nested in this return
+    fetching = False
+    gen_hold = False  # a generator item not yet taken by its consumer
+    mapped: Any = None  # the ObjectView of a shared-memory value, shared by every get
+    exposed = False  # its value was mapped or handed out: its file is never recycled
 
     def __init__(self, owned: bool, owner: str) -> None:
-        self.mapped = None  # the ObjectView of a shared-memory value, shared by every get
-        self.exposed = False  # its value was mapped or handed out: its file is never recycled
-        self.value: tuple | None = None
-        self.local = 0
-        self.borrowers: set[str] | None = None
-        self.pins = 0
         self.owned = owned
         self.owner = owner
-        self.contained: list | None = None
-        self.waiters: list[Callable[[], None]] | None = None
-        self.producer: str | None = None
-        self.fetching = False
-        self.gen_hold = False
 
 
 class TaskSpec:
