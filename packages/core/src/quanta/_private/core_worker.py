@@ -395,10 +395,6 @@ class CoreWorker:
             except (OSError, ConnectionClosed):
                 pass  # owner gone: get() will report OwnerDiedError
 
-    def add_local_ref(self, oid: bytes) -> None:
-        with self.lock:
-            self.objects[oid].local += 1
-
     def _drain_released(self) -> None:
         released = self.released
         with self.lock:

@@ -296,12 +296,7 @@ class ObjectStore:
         arrived).  Readers that already mapped the object keep a valid mapping.
         """
         oid = object_id_hex.lower()
-        size = self._resident.pop(oid, None)
-        if size is not None:
-            self._used -= size
-        size = self._spilled.pop(oid, None)
-        if size is not None:
-            self._spilled_bytes -= size
+        self.forget(oid)
         if self._destroyed:
             return
         _unlink_quiet(self.path_for(oid))
