@@ -1032,9 +1032,14 @@ class CoreWorker:
                 pass
         lease.idle_token += 1
         token = lease.idle_token
-        self.reactor.call_soon_threadsafe(
-            lambda: self.reactor.call_later(LEASE_LINGER_S, lambda: self._linger_done(
-                ks, lease, token)))
+
+        def arm() -> None:
+            self.reactor.call_later(LEASE_LINGER_S, lambda: self._linger_done(ks, lease, token))
+
+        if threading.get_ident() == self.reactor.thread_id:
+            arm()
+        else:
+            self.reactor.call_soon_threadsafe(arm)
 
     def _linger_done(self, ks: KeyState, lease: Lease, token: int) -> None:
         with self.lock:

@@ -208,6 +208,7 @@ class Reactor:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[Callable[[], None]] = []
         self._pending_lock = threading.Lock()
+        self._wake_closed = False
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = 0
         self._stopping = False
@@ -275,15 +276,13 @@ class Reactor:
     def call_soon_threadsafe(self, fn: Callable[[], None]) -> None:
         with self._pending_lock:
             self._pending.append(fn)
-            first = len(self._pending) == 1
-        if first:
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass
-            except OSError:
-                if not self._stopping:
-                    raise  # the pipe is only closed once the loop has stopped
+            # The pipe is closed under this lock too, so we never write to a closed (or
+            # reused) descriptor once the loop has ended.
+            if len(self._pending) == 1 and not self._wake_closed:
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:
+                    pass
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the reactor after ``delay`` seconds. Reactor thread only."""
@@ -361,5 +360,7 @@ class Reactor:
             except OSError:
                 pass
         self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._pending_lock:
+            self._wake_closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
