@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import operator
 import os
 import shutil
 import threading
@@ -201,21 +202,21 @@ def _check_timeout(timeout: Any) -> None:
         raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
 
 
+_ref_id = operator.attrgetter("_id")
+
+
 def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1,
          timeout: float | None = None, fetch_local: bool = True
          ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Split ``object_refs`` into (ready, not ready) once ``num_returns`` are ready."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
-    try:
-        unique = {r._id for r in object_refs}
-    except AttributeError:
-        unique = set()
-    if not all(type(r) is ObjectRef for r in object_refs):
+    # map() with C callables keeps these O(n) checks cheap: wait() is called in loops.
+    if object_refs and set(map(type, object_refs)) != {ObjectRef}:
         bad = next(r for r in object_refs if type(r) is not ObjectRef)
         raise TypeError(f"wait() expects a list of ObjectRefs, but it contains a "
                         f"{type(bad).__name__}")
-    if len(unique) != len(object_refs):
+    if len(set(map(_ref_id, object_refs))) != len(object_refs):
         raise ValueError("wait() requires a list of unique object refs.")
     if type(num_returns) is not int or num_returns < 0:
         raise ValueError(f"num_returns must be an int >= 0, got {num_returns!r}")

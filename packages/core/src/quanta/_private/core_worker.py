@@ -208,6 +208,7 @@ class CoreWorker:
         self._req = itertools.count(1)
         self.exported: set[bytes] = set()
         self._removes: dict[str, list[bytes]] | None = None
+        self._ready_listeners: list[Callable[[], None]] = []  # woken when any value is set
         self._pool: list[tuple[str, int]] = []  # recycled object files: (path, size)
         self._pool_seq = 0
         self.recycle_bytes = RECYCLE_BYTES
@@ -367,6 +368,16 @@ class CoreWorker:
         return ObjectRef(oid, owner, self)
 
     def _register_borrow(self, oid: bytes, owner: str) -> None:
+        local = _source._local
+        batch = getattr(local, "batch", None)
+        if batch is not None:
+            source = getattr(local, "v", None)
+            if source is None or source == owner:  # the common case while unpickling
+                try:
+                    batch[owner].append(oid)
+                except KeyError:
+                    batch[owner] = [oid]
+                return
         source = _source.get()
         if source is None or source == owner or threading.get_ident() == self.reactor.thread_id:
             batch = _source.batch()
@@ -519,6 +530,10 @@ class CoreWorker:
     def _set_value(self, oid: bytes, entry: ObjectEntry, value: tuple) -> None:
         """Store a ready value and wake its waiters. Lock held."""
         entry.value = value
+        if self._ready_listeners:
+            listeners, self._ready_listeners = self._ready_listeners, []
+            for wake in listeners:
+                wake()
         waiters = entry.waiters
         if waiters:
             entry.waiters = None
@@ -741,14 +756,9 @@ class CoreWorker:
                     if len(done_idx) == num_returns:
                         break
         if len(done_idx) == num_returns:
-            done = [refs[i] for i in done_idx]
-            rest: list[ObjectRef] = []
-            prev = 0
-            for i in done_idx:
-                rest.extend(refs[prev:i])
-                prev = i + 1
-            rest.extend(refs[prev:])
-            return done, rest
+            return self._split(refs, done_idx)
+        if len(refs) > 32:
+            return self._wait_scanning(refs, num_returns, timeout, fetch_local)
         oids = [r._id for r in refs]
         ready = self._wait_ready(oids, num_returns, timeout)
         done, rest = [], []
@@ -758,6 +768,66 @@ class CoreWorker:
             else:
                 rest.append(ref)
         return done, rest
+
+    @staticmethod
+    def _split(refs: Sequence[ObjectRef], done_idx: list[int]) -> tuple[list, list]:
+        done = [refs[i] for i in done_idx]
+        rest: list[ObjectRef] = []
+        prev = 0
+        for i in done_idx:
+            rest.extend(refs[prev:i])
+            prev = i + 1
+        rest.extend(refs[prev:])
+        return done, rest
+
+    def _wait_scanning(self, refs: Sequence[ObjectRef], num_returns: int,
+                       timeout: float | None, fetch_local: bool) -> tuple[list, list]:
+        """``wait`` on many refs: sleep until any object becomes ready, then rescan in order.
+
+        Cheaper than a callback on every pending entry when ``wait`` is called in a loop over a
+        long list whose objects complete roughly in order."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        objects = self.objects
+        event = threading.Event()
+        fetched = False
+        blocked = self.on_blocked is not None and self.current_task_id is not None
+        try:
+            while True:
+                done_idx: list[int] = []
+                with self.lock:
+                    for i, ref in enumerate(refs):
+                        entry = objects.get(ref._id)
+                        if entry is None:
+                            raise exc.ReferenceCountingAssertionError(
+                                ref.hex(), f"Object {ref.hex()} is unknown here (freed already).")
+                        if entry.value is not None:
+                            done_idx.append(i)
+                            if len(done_idx) == num_returns:
+                                break
+                        elif fetch_local and not fetched:
+                            self._ensure_fetch(ref._id, entry)
+                    fetched = True
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if len(done_idx) == num_returns or (left is not None and left <= 0):
+                        return self._split(refs, done_idx)
+                    event.clear()
+                    self._ready_listeners.append(event.set)
+                if blocked:
+                    self.on_blocked(True)
+                    blocked_now = True
+                else:
+                    blocked_now = False
+                try:
+                    event.wait(left)
+                finally:
+                    if blocked_now:
+                        self.on_blocked(False)
+        finally:
+            with self.lock:
+                try:
+                    self._ready_listeners.remove(event.set)
+                except ValueError:
+                    pass
 
     def as_future(self, ref: ObjectRef) -> Future:
         fut: Future = Future()
