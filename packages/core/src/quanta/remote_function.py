@@ -51,7 +51,7 @@ class RemoteFunction:
         cw.export_function(self._fn_id, self._blob)
         return self._fn_id
 
-    def _prepare(self, cw, opts: dict[str, Any]) -> tuple:
+    def _prepare(self, opts: dict[str, Any]) -> tuple:
         resources = resource_request(opts, default_cpus=1)
         nr = opts.get("num_returns")
         generator = nr in ("streaming", "dynamic") or (nr is None and self._is_generator)
@@ -70,7 +70,7 @@ class RemoteFunction:
         fn_id = self._fn_id if self._fn_id in cw.exported else self._export(cw)
         prepared = self._prepared.get(id(cw)) if cache else None
         if prepared is None:
-            prepared = self._prepare(cw, opts)
+            prepared = self._prepare(opts)
             if cache:
                 self._prepared = {id(cw): prepared}
         resources, num_returns, generator, max_retries, retry, strategy, name = prepared

@@ -348,10 +348,6 @@ class CoreWorker:
     # ================================================================================
     # reference counting
     # ================================================================================
-    def new_owned_ref(self, oid: bytes) -> ObjectRef:
-        """Create the first ref of an object this process owns (entry made by the caller)."""
-        return ObjectRef(oid, self.address, self)
-
     def deserialize_ref(self, oid: bytes, owner: str) -> ObjectRef:
         """Called while unpickling a ref: count it, and register as a borrower if need be."""
         with self.lock:
@@ -1253,7 +1249,6 @@ class CoreWorker:
                 if spec is None or spec.lease is None:
                     continue
                 spec.lease.inflight.pop(task_id, None)
-                lease = spec.lease
                 spec.lease = None
                 ks = self.keys[spec.key]
                 ks.queue.appendleft(spec)

@@ -38,10 +38,3 @@ def new_put_id() -> bytes:
     """A fresh object id for ``put``: a task id of its own with index 0."""
     return _prefix + _pack_q(next(_counter)) + b"\0\0\0\0"
 
-
-def task_of(object_id_: bytes) -> bytes:
-    return object_id_[:16]
-
-
-def random_hex(n: int = 8) -> str:
-    return os.urandom(n).hex()

@@ -218,12 +218,9 @@ class ObjectStore:
             raise ValueError(f"object size must be >= 0, got {size}")
         oid = object_id_hex.lower()
         object_file_name(oid)  # validate the id
-        old = self._resident.pop(oid, None)
-        if old is not None:
-            self._used -= old
-        old = self._spilled.pop(oid, None)
-        if old is not None:
-            self._spilled_bytes -= old
+        was_spilled = oid in self._spilled
+        self.forget(oid)
+        if was_spilled:
             _unlink_quiet(self._spill_path(oid))
         self._resident[oid] = size
         self._used += size
