@@ -154,7 +154,15 @@ class RayActorError(RayError):
 
 
 class ActorDiedError(RayActorError):
-    """The actor died; the message says why."""
+    """The actor died; the message says why (killed, owner exited, constructor raised ...)."""
+
+    def __init__(self, message: str = "The actor died.", actor_id: str | None = None) -> None:
+        super().__init__(message)
+        self.actor_id = actor_id
+        self.error_msg = message
+
+    def __reduce__(self):
+        return (type(self), (self.error_msg, self.actor_id))
 
 
 class ActorUnavailableError(RayActorError):

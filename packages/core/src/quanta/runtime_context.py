@@ -27,7 +27,30 @@ class RuntimeContext:
         return self._cw.worker_id
 
     def get_actor_id(self) -> str | None:
-        return None
+        """The current actor's id (hex), or None outside an actor."""
+        return self._cw.actor_id
+
+    def get_actor_name(self) -> str | None:
+        meta = getattr(self._cw, "actor_name", None)
+        return meta or None
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        """True inside an actor that was restarted after its process died."""
+        return self._cw.actor_id is not None and self._cw.actor_incarnation > 0
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the current actor (inside an actor only)."""
+        if self._cw.actor_id is None:
+            raise RuntimeError("current_actor is only available inside an actor.")
+        from quanta.actor import ActorHandle
+
+        return ActorHandle(self._cw.actor_id, self._cw.actor_meta, None)
 
     @property
     def job_id(self) -> str:

@@ -47,6 +47,7 @@ from typing import Any
 from quanta import exceptions as exc
 from quanta._private import ids, serialization, shm_store
 from quanta._private import messages as m
+from quanta._private.actor_calls import HANDLE_SUFFIX, ActorCallsMixin
 from quanta._private.transport import Connection, ConnectionClosed, Reactor
 from quanta.object_ref import ObjectRef, ObjectRefGenerator
 
@@ -108,6 +109,10 @@ class TaskSpec:
         "cancelled",
         "parent",
         "attempt",
+        "actor",  # ActorState of an actor call, None for a task
+        "method",
+        "group",
+        "incarnation",  # actor calls: the incarnation it was sent to, None while queued
     )
 
     def wire(self, gpu_ids: list[int], resolved: list, job_id: str) -> tuple:
@@ -173,7 +178,7 @@ class ArgRef:
         return (ArgRef, (self.index,))
 
 
-class CoreWorker:
+class CoreWorker(ActorCallsMixin):
     """Owner-side runtime of one process. See the module docstring for the design."""
 
     def __init__(
@@ -213,6 +218,10 @@ class CoreWorker:
         self._pool_seq = 0
         self.recycle_bytes = RECYCLE_BYTES
         self.functions: dict[bytes, Any] = {}
+        self.actor_states: dict[str, Any] = {}  # actors this process calls (actor_calls.py)
+        self.actor_id: str | None = None  # inside an actor's worker
+        self.actor_incarnation = 0
+        self.namespace = ""
         self.closed = False
         self.current_task_id: bytes | None = None  # set by the executor inside workers
         self.on_blocked: Callable[[bool], None] | None = None
@@ -243,6 +252,7 @@ class CoreWorker:
             m.LEASE_FAIL: self._on_lease_fail,
             m.LEASE_RECLAIM: self._on_lease_reclaim,
             m.CALL: self._on_call,
+            m.ACTOR_STATE: self._on_actor_state,
         }
 
     # ================================================================================
@@ -328,6 +338,16 @@ class CoreWorker:
         self.calls[req] = done
         conn.send((m.CALL, req, method, args))
         return fut.result(timeout)
+
+    def current_namespace(self) -> str:
+        """The namespace of the job this process works for (named actors live in one)."""
+        if self.namespace:
+            return self.namespace
+        cache = self.__dict__.setdefault("_job_namespaces", {})
+        ns = cache.get(self.job_id)
+        if ns is None:
+            ns = cache[self.job_id] = self.call_daemon("job_namespace", self.job_id)
+        return ns
 
     def call_daemon(self, method: str, *args: Any, timeout: float | None = 60) -> Any:
         return self.call(self.daemon, method, *args, timeout=timeout)
@@ -443,6 +463,9 @@ class CoreWorker:
                     conn.send((m.BORROW_REMOVE, [oid]))
                 except ConnectionClosed:
                     pass
+            return
+        if oid[16:] == HANDLE_SUFFIX:
+            self._actor_handles_gone(oid)
             return
         value = entry.value
         if value is not None and value[0] == m.VALUE_SHM:
@@ -886,38 +909,46 @@ class CoreWorker:
         spec.lease = None
         spec.parent = self.current_task_id
         spec.attempt = 0
+        spec.actor = None
         self._encode_args(spec, args, kwargs)
-        returns: list[ObjectRef] = []
         with self.lock:
-            self.tasks[task_id] = spec
-            if spec.parent is not None:
-                self.children.setdefault(spec.parent, []).append(task_id)
-            if generator:
-                self.generators[task_id] = GeneratorState()
-            else:
-                for i in range(1, num_returns + 1):
-                    oid = task_id + i.to_bytes(4, "big")
-                    entry = ObjectEntry(True, self.address)
-                    entry.local = 1
-                    self.objects[oid] = entry
-                    returns.append(ObjectRef(oid, self.address, self))
-            for ref in spec.pins:
-                entry = self.objects.get(ref._id)
-                if entry is not None:
-                    entry.pins += 1
-            pending = 0
-            for ref in spec.arg_refs:
-                entry = self.objects[ref._id]
-                if entry.value is None:
-                    pending += 1
-                    entry.waiters = (entry.waiters or []) + [
-                        lambda spec=spec: self._dep_ready(spec)]
-                    self._ensure_fetch(ref._id, entry)
-            spec.deps_pending = pending
-            if pending == 0:
-                self._dispatch_task(spec)
+            returns = self._track_task(spec)
         if generator:
             return ObjectRefGenerator(task_id, self.address, self)
+        return returns
+
+    def _track_task(self, spec: TaskSpec) -> list[ObjectRef]:
+        """Record a new task or actor call: its return entries, pins and pending arguments,
+        and dispatch it when its arguments are ready. Lock held. Returns its refs."""
+        task_id = spec.task_id
+        returns: list[ObjectRef] = []
+        self.tasks[task_id] = spec
+        if spec.parent is not None:
+            self.children.setdefault(spec.parent, []).append(task_id)
+        if spec.generator:
+            self.generators[task_id] = GeneratorState()
+        else:
+            for i in range(1, spec.num_returns + 1):
+                oid = task_id + i.to_bytes(4, "big")
+                entry = ObjectEntry(True, self.address)
+                entry.local = 1
+                self.objects[oid] = entry
+                returns.append(ObjectRef(oid, self.address, self))
+        for ref in spec.pins:
+            entry = self.objects.get(ref._id)
+            if entry is not None:
+                entry.pins += 1
+        pending = 0
+        for ref in spec.arg_refs:
+            entry = self.objects[ref._id]
+            if entry.value is None:
+                pending += 1
+                entry.waiters = (entry.waiters or []) + [
+                    lambda spec=spec: self._dep_ready(spec)]
+                self._ensure_fetch(ref._id, entry)
+        spec.deps_pending = pending
+        if pending == 0:
+            self._dispatch_task(spec)
         return returns
 
     def _encode_args(self, spec: TaskSpec, args: tuple, kwargs: dict) -> None:
@@ -985,6 +1016,9 @@ class CoreWorker:
 
     def _dispatch_task(self, spec: TaskSpec) -> None:
         """Push ``spec`` to a leased worker, or queue it and ask for a lease. Lock held."""
+        if spec.actor is not None:
+            self._actor_dispatch(spec)
+            return
         ks = self.keys.get(spec.key)
         if ks is None:
             ks = self.keys[spec.key] = KeyState()
@@ -1154,6 +1188,8 @@ class CoreWorker:
             if lease is not None:
                 lease.inflight.pop(task_id, None)
                 spec.lease = None
+            elif spec.actor is not None:
+                spec.actor.inflight.pop(task_id, None)
             if values and values[0][0] == m.VALUE_ERROR and self._should_retry(spec, values[0]):
                 spec.attempt += 1
                 self._dispatch_task(spec)
@@ -1342,6 +1378,9 @@ class CoreWorker:
                 return
             spec.cancelled = True
             cancelled = _error_value(exc.TaskCancelledError(task_id.hex()))
+            if spec.actor is not None:
+                self._actor_cancel(spec, force, recursive)
+                return
             if spec.lease is None:
                 ks = self.keys.get(spec.key)
                 if ks is not None and spec in ks.queue:
@@ -1378,8 +1417,7 @@ def _import_path() -> list[str]:
     return [os.path.abspath(p) if p else os.getcwd() for p in sys.path if isinstance(p, str)]
 
 
-def _error_value(error: BaseException) -> tuple:
-    return (m.VALUE_ERROR, serialization.serialize_exception(error), None)
+_error_value = serialization.error_value
 
 
 class _Source:

@@ -22,6 +22,7 @@ from typing import Any
 from quanta import exceptions as exc
 from quanta._private import messages as m
 from quanta._private import serialization
+from quanta._private.actor_runtime import ActorRuntime
 from quanta._private.core_worker import ArgRef, CoreWorker, _error_value, _source
 from quanta._private.transport import Connection, ConnectionClosed
 
@@ -47,6 +48,7 @@ class Executor:
         self.lock = threading.Lock()
         self._default_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.gpu_ids: list[int] = []
+        self.actor: ActorRuntime | None = None  # set when this worker becomes an actor
         signal.signal(signal.SIGINT, self._on_sigint)
         cw.task_handler = self.on_message
         cw.on_blocked = self.on_blocked
@@ -59,8 +61,16 @@ class Executor:
             with self.lock:
                 self.pending[spec[0]] = (conn, spec)
             self.queue.put(spec[0])
+        elif kind == m.ACTOR_CALL:
+            self.actor.on_call(conn, msg[1])
         elif kind == m.CANCEL_TASK:
-            self._cancel(conn, msg[1], msg[2], msg[3])
+            if self.actor is not None:
+                self.actor.cancel(conn, msg[1], msg[2], msg[3])
+            else:
+                self._cancel(conn, msg[1], msg[2], msg[3])
+        elif kind == m.ACTOR_CREATE:
+            self.actor = ActorRuntime(self, msg[1])
+            self.queue.put(self.actor.construct)
         elif kind == m.STEAL:
             with self.lock:
                 mine = [t for t, (c, _) in self.pending.items() if c is conn]
@@ -95,6 +105,8 @@ class Executor:
     def on_blocked(self, blocked: bool) -> None:
         """The running task entered (True) or left (False) a blocking ``get``/``wait``."""
         cw = self.cw
+        if self.actor is not None:
+            return  # an actor's calls cannot move to another worker
         if blocked:
             cw._send_daemon((m.WORKER_BLOCKED,))
             with self.lock:
@@ -117,13 +129,20 @@ class Executor:
         pending = self.pending
         while True:
             task_id = get()
+            if type(task_id) is not bytes:
+                task_id()  # work for the main thread: an actor's constructor
+                continue
             with self.lock:
                 item = pending.pop(task_id, None)
             if item is None:
                 continue
             conn, spec = item
+            self.running = task_id
             try:
-                self.execute(conn, spec)
+                if self.actor is not None:
+                    self.actor.run_sync(conn, spec)
+                else:
+                    self.execute(conn, spec)
             except exc.TaskCancelledError:
                 self._reply(conn, task_id, [_error_value(exc.TaskCancelledError(task_id.hex()))],
                             [])
@@ -141,12 +160,7 @@ class Executor:
         if gpu_ids != self.gpu_ids:
             self._set_gpus(gpu_ids)
         try:
-            fn = cw.functions.get(fn_id)
-            if fn is None:
-                blob, path = cw.call_daemon("get_function", fn_id)
-                _extend_import_path(path)
-                fn = serialization.deserialize(blob)
-                cw.functions[fn_id] = fn
+            fn = self.load_function(fn_id)
             a, kw = self._decode_args(conn, args, resolved)
             if generator:
                 self._run_generator(conn, task_id, fn, fn_name, a, kw)
@@ -162,6 +176,17 @@ class Executor:
             err = self._task_error(e, fn_name)
             values, contained = [err] * max(num_returns, 1), []
         self._reply(conn, task_id, values, contained)
+
+    def load_function(self, fn_id: bytes) -> Any:
+        """The exported function (or actor class) ``fn_id``, fetched once per process."""
+        cw = self.cw
+        fn = cw.functions.get(fn_id)
+        if fn is None:
+            blob, path = cw.call_daemon("get_function", fn_id)
+            _extend_import_path(path)
+            fn = serialization.deserialize(blob)
+            cw.functions[fn_id] = fn
+        return fn
 
     def _reply(self, conn: Connection, task_id: bytes, values: list, contained: list) -> None:
         self.running = None

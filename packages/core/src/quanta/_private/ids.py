@@ -38,3 +38,14 @@ def new_put_id() -> bytes:
     """A fresh object id for ``put``: a task id of its own with index 0."""
     return _prefix + _pack_q(next(_counter)) + b"\0\0\0\0"
 
+
+def process_prefix_hex() -> str:
+    """This process's id prefix (16 hex digits): every task and object id it creates, so
+    every object it owns, starts with it."""
+    return _prefix.hex()
+
+
+
+def new_actor_id() -> str:
+    """A fresh actor id: 32 hex digits (16 random bytes)."""
+    return os.urandom(16).hex()

@@ -15,6 +15,7 @@ PUSH_TASK = 10       # (PUSH_TASK, spec_tuple): see TaskSpec.wire in core_worker
 CANCEL_TASK = 11     # (CANCEL_TASK, task_id, force, recursive)
 STEAL = 12           # (STEAL,): give back half of the tasks not started yet
 RELEASE_HELD = 13    # (RELEASE_HELD, [object_id]): refs nested in these returns may go
+ACTOR_CALL = 14      # (ACTOR_CALL, call_spec_tuple): see TaskSpec.actor_wire in core_worker
 
 # --- worker -> owner ---------------------------------------------------------------------
 TASK_DONE = 20       # (TASK_DONE, task_id, [return_value], [contained_ids_per_return])
@@ -40,6 +41,11 @@ WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
 WORKER_UNBLOCKED = 46
 OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)
 OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled): recycled = owner kept the file
+
+# --- actors: node daemon <-> workers and callers ----------------------------------------------
+ACTOR_CREATE = 50    # (ACTOR_CREATE, creation_dict): daemon -> the worker that becomes the actor
+ACTOR_STATE = 51     # (ACTOR_STATE, actor_id, state, address, incarnation, reason):
+#                      daemon -> every process that subscribed to the actor
 
 # --- value kinds in a return_value tuple ---------------------------------------------------
 VALUE_INLINE = 0     # (VALUE_INLINE, payload, buffers_or_None)

@@ -67,6 +67,13 @@ def serialize_exception(exc: BaseException) -> bytes:
         return cloudpickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"), protocol=_PROTOCOL)
 
 
+def error_value(exc: BaseException) -> tuple:
+    """A stored return value that raises ``exc`` on ``get`` (see messages.VALUE_ERROR)."""
+    from quanta._private.messages import VALUE_ERROR
+
+    return (VALUE_ERROR, serialize_exception(exc), None)
+
+
 def deserialize(payload, buffers=None) -> Any:
     return pickle.loads(payload, buffers=buffers or ())
 

@@ -1,0 +1,290 @@
+"""The actor table of the control store and the node's side of the actor lifecycle.
+
+Contract
+--------
+Every actor is registered here by its creator (``register_actor``) before its handle is
+returned, which is where a duplicate name is refused. Once the creator has resolved the
+constructor's arguments it sends the creation spec (with the registration, or later with
+``create_actor``). The manager then reserves the actor's resources, dedicates a worker to it
+and sends that worker ``ACTOR_CREATE``; the worker runs the constructor and answers
+``actor_ready``. Every process that holds a handle *subscribes* and is sent
+``(ACTOR_STATE, actor_id, state, address, incarnation, reason)`` on each change, so callers
+learn the actor's address, its restarts and its death from one source.
+
+States are Ray's: ``DEPENDENCIES_UNREADY`` -> ``PENDING_CREATION`` -> ``ALIVE`` ->
+(``RESTARTING`` -> ``ALIVE``)* -> ``DEAD``. ``incarnation`` counts restarts; a caller treats
+calls it sent to an older incarnation as lost.
+
+Death: the worker's connection closing (process died) restarts the actor while
+``max_restarts`` allows (-1: always), re-running the constructor from the stored spec;
+``kill(no_restart=True)``, ``exit_actor()``, the owner's death (non-detached actors), the
+last handle going away, or a constructor that raised make it ``DEAD`` with a reason that
+callers put in their ``ActorDiedError``. Resources go back to the node when the worker dies.
+
+Records (without connections) are written to the control store's storage on every change,
+so named and detached actors are visible in the SQLite file.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from quanta._private import messages as m
+from quanta._private.resources import ResourceSet
+from quanta._private.transport import Connection, ConnectionClosed
+
+if TYPE_CHECKING:
+    from quanta._private.node.daemon import NodeDaemon, WorkerInfo
+
+ACTORS = "actors"
+DEPENDENCIES_UNREADY = "DEPENDENCIES_UNREADY"
+PENDING_CREATION = "PENDING_CREATION"
+ALIVE = "ALIVE"
+RESTARTING = "RESTARTING"
+DEAD = "DEAD"
+
+
+class ActorRecord:
+    __slots__ = (
+        "actor_id", "name", "namespace", "detached", "owner_conn", "owner_address", "job_id",
+        "class_name", "meta", "handle_owner", "creation", "hold", "schedule", "max_restarts",
+        "num_restarts", "state", "worker", "address", "reason", "subscribers", "pid",
+        "no_restart",
+    )
+
+    def __init__(self, info: dict[str, Any], owner_conn: Connection) -> None:
+        self.actor_id: str = info["actor_id"]
+        self.name: str | None = info.get("name")
+        self.namespace: str = info.get("namespace") or ""
+        self.detached: bool = bool(info.get("detached"))
+        self.owner_conn = owner_conn
+        self.owner_address: str = info["owner_address"]
+        self.job_id: str = info.get("job_id", "")
+        self.class_name: str = info["class_name"]
+        self.meta: Any = info.get("meta")
+        self.handle_owner: str | None = info.get("handle_owner")
+        self.creation: dict[str, Any] | None = None
+        self.hold = ResourceSet(info.get("resources") or {})
+        self.schedule = ResourceSet(info.get("schedule_resources") or info.get("resources") or {})
+        self.max_restarts: int = int(info.get("max_restarts", 0))
+        self.num_restarts = 0
+        self.state = DEPENDENCIES_UNREADY
+        self.worker: WorkerInfo | None = None
+        self.address = ""
+        self.reason = ""
+        self.subscribers: set[Connection] = set()
+        self.pid = 0
+        self.no_restart = False
+
+    def public(self) -> dict[str, Any]:
+        """What ``get_actor`` and ``list_actors`` see."""
+        return {
+            "actor_id": self.actor_id, "name": self.name, "namespace": self.namespace,
+            "detached": self.detached, "owner_address": self.owner_address,
+            "job_id": self.job_id, "class_name": self.class_name, "meta": self.meta,
+            "handle_owner": self.handle_owner, "state": self.state, "address": self.address,
+            "num_restarts": self.num_restarts, "max_restarts": self.max_restarts,
+            "reason": self.reason, "pid": self.pid,
+        }
+
+
+class ActorManager:
+    def __init__(self, daemon: NodeDaemon) -> None:
+        self.d = daemon
+        self.actors: dict[str, ActorRecord] = {}
+        self.named: dict[tuple[str, str], str] = {}  # (namespace, name) -> actor_id
+        self.pending: list[ActorRecord] = []  # waiting for resources or a worker
+
+    # --- registration -------------------------------------------------------------------
+    def register(self, conn: Connection, info: dict[str, Any]) -> dict[str, Any] | None:
+        """Add an actor. Returns the existing actor's record for ``get_if_exists`` when the
+        name is taken, else None. Raises ValueError for a name taken by a live actor."""
+        name = info.get("name")
+        key = (info.get("namespace") or "", name)
+        if name:
+            existing_id = self.named.get(key)
+            existing = self.actors.get(existing_id) if existing_id else None
+            if existing is not None and existing.state != DEAD:
+                if info.get("get_if_exists"):
+                    existing.subscribers.add(conn)
+                    return existing.public()
+                raise ValueError(
+                    f"The name {name!r} is already taken by another actor in namespace "
+                    f"{key[0]!r}: pick another name, kill that actor first, or pass "
+                    "get_if_exists=True to get a handle to it.")
+        rec = ActorRecord(info, conn)
+        self.actors[rec.actor_id] = rec
+        if name:
+            self.named[key] = rec.actor_id
+        rec.subscribers.add(conn)
+        if info.get("creation") is not None:
+            self.create(rec.actor_id, info["creation"])
+        else:
+            self._save(rec)
+        return None
+
+    def create(self, actor_id: str, creation: dict[str, Any]) -> None:
+        """The creator resolved the constructor's arguments: place the actor."""
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.state != DEPENDENCIES_UNREADY:
+            return
+        rec.creation = creation
+        if not self.d.resources.feasible(rec.schedule) or not self.d.resources.feasible(rec.hold):
+            total = self.d.resources.total
+            self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: it requires "
+                       f"{rec.schedule!r} but the largest node in the cluster has {total!r}. "
+                       "Lower the actor's resource request or add a node that has them.")
+            return
+        rec.state = PENDING_CREATION
+        self._save(rec)
+        self.pending.append(rec)
+        self.d._schedule()
+
+    def subscribe(self, conn: Connection, actor_id: str) -> tuple:
+        rec = self.actors.get(actor_id)
+        if rec is None:
+            return (DEAD, "", 0, f"The actor {actor_id} is unknown to the cluster: it was never "
+                    "created here, or its record is gone.")
+        if rec.state != DEAD:
+            rec.subscribers.add(conn)
+        return (rec.state, rec.address, rec.num_restarts, rec.reason)
+
+    def get_named(self, name: str, namespace: str) -> dict[str, Any]:
+        actor_id = self.named.get((namespace, name))
+        rec = self.actors.get(actor_id) if actor_id else None
+        if rec is None or rec.state == DEAD:
+            raise ValueError(
+                f"Failed to look up actor with name {name!r} in namespace {namespace!r}: no "
+                "live actor has that name there (check the name and the namespace; an actor "
+                "that is not detached dies with its owner).")
+        return rec.public()
+
+    def list_named(self, namespace: str | None) -> list[dict[str, str]]:
+        return [{"name": name, "namespace": ns} for (ns, name), aid in self.named.items()
+                if (namespace is None or ns == namespace)
+                and self.actors[aid].state != DEAD]
+
+    def list_actors(self) -> list[dict[str, Any]]:
+        return [rec.public() for rec in self.actors.values()]
+
+    # --- placement ----------------------------------------------------------------------
+    def schedule(self) -> int:
+        """Give waiting actors a worker when their resources fit. Returns how many actors
+        still need a worker that is not started yet."""
+        d = self.d
+        need_workers = 0
+        still: list[ActorRecord] = []
+        for rec in self.pending:
+            if rec.state not in (PENDING_CREATION, RESTARTING):
+                continue
+            if not d.resources.can_fit(rec.schedule) or not d.resources.can_fit(rec.hold):
+                still.append(rec)
+                continue
+            if not d.idle:
+                need_workers += 1
+                still.append(rec)
+                continue
+            w = d.workers[d.idle.pop()]
+            w.alloc = d.resources.allocate(rec.hold)
+            w.actor_id = rec.actor_id
+            rec.worker = w
+            rec.pid = w.pid
+            creation = dict(rec.creation, incarnation=rec.num_restarts,
+                            gpu_ids=w.alloc.gpu_ids)
+            try:
+                w.conn.send((m.ACTOR_CREATE, creation))
+            except ConnectionClosed:
+                continue  # the close handler restarts or buries it
+        self.pending = still
+        return need_workers
+
+    def ready(self, actor_id: str, incarnation: int, error: str | None) -> None:
+        """The actor's worker ran the constructor (``error``: its traceback if it raised)."""
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.state == DEAD or incarnation != rec.num_restarts:
+            return
+        if error is not None:
+            self._dead(rec, "The actor died because of an error raised in its creation "
+                       f"task (the constructor of {rec.class_name}):\n{error}")
+            return
+        rec.state = ALIVE
+        rec.address = rec.worker.address if rec.worker is not None else ""
+        self._changed(rec)
+
+    # --- death ------------------------------------------------------------------------
+    def worker_died(self, w: WorkerInfo) -> None:
+        """The process of an actor's worker exited (its connection closed)."""
+        rec = self.actors.get(w.actor_id)
+        if rec is None or rec.worker is not w:
+            return
+        rec.worker = None
+        rec.address = ""
+        if rec.state == DEAD:
+            return
+        unlimited = rec.max_restarts < 0
+        if not rec.no_restart and (unlimited or rec.num_restarts < rec.max_restarts):
+            rec.num_restarts += 1
+            rec.state = RESTARTING
+            rec.reason = "The actor's process died unexpectedly; it is being restarted."
+            self._changed(rec)
+            self.pending.append(rec)
+            self.d._schedule()
+            return
+        if rec.no_restart:
+            self._dead(rec, rec.reason or "The actor was killed.")
+        elif rec.max_restarts:
+            self._dead(rec, f"The actor's process died unexpectedly and it was already "
+                       f"restarted {rec.num_restarts} time(s), its max_restarts.")
+        else:
+            self._dead(rec, "The actor's process died unexpectedly (it exited, crashed or was "
+                       "killed by the system); max_restarts=0, so it is not restarted.")
+
+    def kill(self, actor_id: str, no_restart: bool, reason: str) -> None:
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.state == DEAD:
+            return
+        if no_restart:
+            rec.no_restart = True
+            self._dead(rec, reason)
+            return
+        rec.reason = reason
+        if rec.worker is not None:
+            self.d._kill_worker(rec.worker)
+
+    def owner_gone(self, conn: Connection) -> None:
+        """A client closed: kill the actors it owned (not detached), drop its subscriptions."""
+        for rec in list(self.actors.values()):
+            rec.subscribers.discard(conn)
+            if rec.owner_conn is conn and not rec.detached and rec.state != DEAD:
+                self._dead(rec, "The actor died because its owner (the process that created "
+                           f"it, {rec.owner_address}) exited. Create it with "
+                           "lifetime='detached' to keep it alive without its owner.")
+
+    def _dead(self, rec: ActorRecord, reason: str) -> None:
+        rec.state = DEAD
+        rec.reason = reason
+        rec.address = ""
+        if rec in self.pending:
+            self.pending.remove(rec)
+        if rec.name and self.named.get((rec.namespace, rec.name)) == rec.actor_id:
+            del self.named[(rec.namespace, rec.name)]
+        w = rec.worker
+        if w is not None:
+            self.d._kill_worker(w)
+        self._changed(rec)
+        rec.subscribers.clear()
+
+    # --- broadcasting and storage -------------------------------------------------------
+    def _changed(self, rec: ActorRecord) -> None:
+        msg = (m.ACTOR_STATE, rec.actor_id, rec.state, rec.address, rec.num_restarts,
+               rec.reason)
+        for conn in list(rec.subscribers):
+            try:
+                conn.send(msg)
+            except ConnectionClosed:
+                rec.subscribers.discard(conn)
+        self._save(rec)
+
+    def _save(self, rec: ActorRecord) -> None:
+        self.d.control.storage.put(ACTORS, rec.actor_id.encode(), pickle.dumps(rec.public()))

@@ -1,0 +1,327 @@
+"""Actors: ``@remote`` on a class, handles, method calls, names, ``kill`` and ``exit_actor``.
+
+``ActorClass.remote(*args)`` registers the actor with the control store and returns an
+:class:`ActorHandle` at once; the constructor runs in a worker dedicated to the actor.
+``handle.method.remote(*args)`` sends the call straight to that worker and returns refs.
+Handles can be passed to tasks and other actors; the actor lives while its owner does and
+some handle to it exists (or until killed when ``lifetime="detached"``). The mechanics are in
+``_private/actor_calls.py`` (caller), ``_private/node/actor_manager.py`` (control store) and
+``_private/actor_runtime.py`` (the actor's process).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from typing import Any
+
+from quanta._private import serialization
+from quanta._private.actor_runtime import ActorExit
+from quanta._private.options import (
+    resource_request,
+    validate_actor_options,
+    validate_method_options,
+)
+from quanta._private.worker_state import current_core_worker, current_core_worker_or_none
+
+_RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
+
+
+def method(**options: Any) -> Any:
+    """``@method(num_returns=..., concurrency_group=...)`` on an actor method."""
+    opts = validate_method_options(options)
+
+    def wrap(fn: Any) -> Any:
+        fn.__quanta_method_options__ = opts
+        return fn
+
+    return wrap
+
+
+def _cw() -> Any:
+    from quanta._private.api import auto_init
+
+    return current_core_worker_or_none() or auto_init()
+
+
+class _MethodSpec:
+    """How calls to one method are made: from ``@method`` and the class's options."""
+
+    __slots__ = ("num_returns", "generator", "group", "max_task_retries", "retry_exceptions")
+
+    def __init__(self, fn: Any, class_opts: dict[str, Any]) -> None:
+        opts = getattr(fn, "__quanta_method_options__", {})
+        nr = opts.get("num_returns")
+        is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        self.generator = nr in ("streaming", "dynamic") or (nr is None and is_gen)
+        self.num_returns = 1 if nr is None or self.generator else nr
+        self.group = opts.get("concurrency_group")
+        mtr = opts.get("max_task_retries", class_opts.get("max_task_retries"))
+        self.max_task_retries = 0 if mtr is None else mtr
+        self.retry_exceptions = opts.get("retry_exceptions",
+                                         class_opts.get("retry_exceptions", False))
+
+    def __reduce__(self):
+        return (_rebuild_spec, (self.num_returns, self.generator, self.group,
+                                self.max_task_retries, self.retry_exceptions))
+
+
+def _rebuild_spec(*values: Any) -> _MethodSpec:
+    spec = _MethodSpec.__new__(_MethodSpec)
+    (spec.num_returns, spec.generator, spec.group, spec.max_task_retries,
+     spec.retry_exceptions) = values
+    return spec
+
+
+class ActorClass:
+    """A class decorated with ``@remote``. ``.remote(*args)`` creates an actor."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = validate_actor_options(options)
+        self._class_id: bytes | None = None
+        self._blob: bytes | None = None
+        functools.update_wrapper(self, cls, updated=())
+        fns = {name: fn for name, fn in inspect.getmembers(cls, inspect.isfunction)
+               if name not in ("__init__", "__new__", "__del__", "__reduce__",
+                               "__getstate__", "__setstate__")}
+        self._fns = fns
+        self._is_async = any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+                             for f in fns.values())
+        self._meta_cache: dict[tuple, dict[str, Any]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly: use {self._cls.__name__}.remote(...) "
+            f"instead of {self._cls.__name__}(...).")
+
+    def options(self, **options: Any) -> _ActorClassOptions:
+        merged = dict(self._options)
+        merged.update(validate_actor_options(options))
+        return _ActorClassOptions(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._create(self._options, args, kwargs)
+
+    def _meta(self, opts: dict[str, Any]) -> dict[str, Any]:
+        key = (opts.get("max_task_retries"), repr(opts.get("retry_exceptions")))
+        meta = self._meta_cache.get(key)
+        if meta is None:
+            meta = {
+                "class_name": self._cls.__name__,
+                "methods": {name: _MethodSpec(fn, opts) for name, fn in self._fns.items()},
+                "is_async": self._is_async,
+            }
+            self._meta_cache[key] = meta
+        return meta
+
+    def _export(self, cw: Any) -> bytes:
+        if self._class_id is None:
+            self._blob = serialization.dumps_function(self._cls)
+            self._class_id = hashlib.sha1(self._blob).digest()
+        cw.export_function(self._class_id, self._blob)
+        return self._class_id
+
+    def _create(self, opts: dict[str, Any], args: tuple, kwargs: dict) -> ActorHandle:
+        cw = _cw()
+        class_id = self._class_id if self._class_id in cw.exported else self._export(cw)
+        meta = self._meta(opts)
+        if any(opts.get(k) is not None for k in _RESOURCE_OPTIONS):
+            hold = resource_request(opts, default_cpus=0)
+            schedule = hold
+        else:  # Ray's default: 1 CPU to be placed, none held while it lives
+            hold, schedule = {}, {"CPU": 1.0}
+        groups = opts.get("concurrency_groups") or {}
+        method_groups = {n: s.group for n, s in meta["methods"].items() if s.group}
+        for n, g in method_groups.items():
+            if g not in groups:
+                raise ValueError(
+                    f"Method {n!r} of {self._cls.__name__} uses concurrency_group={g!r}, "
+                    f"which is not among the class's concurrency_groups "
+                    f"{sorted(groups) or '(none)'}.")
+        namespace = opts.get("namespace") or cw.current_namespace()
+        info = {
+            "name": opts.get("name"),
+            "namespace": namespace,
+            "detached": opts.get("lifetime") == "detached",
+            "get_if_exists": bool(opts.get("get_if_exists")),
+            "meta": meta,
+            "max_restarts": opts.get("max_restarts") or 0,
+            "resources": hold,
+            "schedule_resources": schedule,
+        }
+        runtime = {
+            "is_async": self._is_async,
+            "max_concurrency": opts.get("max_concurrency"),
+            "concurrency_groups": groups,
+            "method_groups": method_groups,
+            "namespace": namespace,
+            "name": opts.get("name"),
+            "meta": meta,
+        }
+        actor_id, ref, existing = cw.create_actor(
+            class_id=class_id, class_name=self._cls.__name__, args=args, kwargs=kwargs,
+            info=info, runtime=runtime)
+        if existing is not None:
+            meta = existing["meta"]
+        return ActorHandle(actor_id, meta, ref)
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self._cls.__module__}.{self._cls.__qualname__})"
+
+
+class _ActorClassOptions:
+    def __init__(self, ac: ActorClass, options: dict[str, Any]) -> None:
+        self._ac = ac
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._ac._create(self._options, args, kwargs)
+
+    def options(self, **options: Any) -> _ActorClassOptions:
+        merged = dict(self._options)
+        merged.update(validate_actor_options(options))
+        return _ActorClassOptions(self._ac, merged)
+
+
+class ActorID:
+    """An actor's id (Ray's ``ActorID``): ``hex()`` and ``binary()``."""
+
+    __slots__ = ("_hex",)
+
+    def __init__(self, hex_id: str) -> None:
+        self._hex = hex_id
+
+    def hex(self) -> str:
+        return self._hex
+
+    def binary(self) -> bytes:
+        return bytes.fromhex(self._hex)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorID) and other._hex == self._hex
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __repr__(self) -> str:
+        return f"ActorID({self._hex})"
+
+
+class ActorHandle:
+    """A handle to an actor: ``handle.method.remote(*args)`` calls it. Picklable."""
+
+    def __init__(self, actor_id: str, meta: dict[str, Any], ref: Any) -> None:
+        self._quanta_actor_id = actor_id
+        self._meta = meta
+        self._ref = ref  # the counted handle ref (None for detached actors)
+
+    @property
+    def _actor_id(self) -> ActorID:
+        return ActorID(self._quanta_actor_id)
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_") and name != "__ray_ready__":
+            raise AttributeError(name)
+        spec = self._meta["methods"].get(name)
+        if spec is None:
+            if name == "__ray_ready__":
+                spec = _rebuild_spec(1, False, None, 0, False)
+            else:
+                raise AttributeError(
+                    f"The actor {self._meta['class_name']} has no method {name!r}.")
+        bound = ActorMethod(self, name, spec, {})
+        self.__dict__[name] = bound
+        return bound
+
+    def __reduce__(self):
+        return (ActorHandle, (self._quanta_actor_id, self._meta, self._ref))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ActorHandle)
+                and other._quanta_actor_id == self._quanta_actor_id)
+
+    def __hash__(self) -> int:
+        return hash(self._quanta_actor_id)
+
+    def __repr__(self) -> str:
+        return f"Actor({self._meta['class_name']}, {self._quanta_actor_id})"
+
+
+class ActorMethod:
+    """``handle.method``: ``.remote(*args)`` calls it, ``.options(...)`` overrides options."""
+
+    def __init__(self, handle: ActorHandle, name: str, spec: _MethodSpec,
+                 overrides: dict[str, Any]) -> None:
+        self._handle = handle
+        self._name = name
+        self._spec = spec
+        self._overrides = overrides
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly: use "
+            f"{self._handle._meta['class_name']}.{self._name}.remote(...) instead.")
+
+    def options(self, **options: Any) -> ActorMethod:
+        merged = dict(self._overrides)
+        merged.update(validate_method_options(options))
+        return ActorMethod(self._handle, self._name, self._spec, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        spec = self._spec
+        o = self._overrides
+        num_returns, generator = spec.num_returns, spec.generator
+        if "num_returns" in o:
+            nr = o["num_returns"]
+            generator = nr in ("streaming", "dynamic")
+            num_returns = 1 if generator else nr
+        h = self._handle
+        cw = current_core_worker_or_none() or _cw()
+        refs = cw.submit_actor_call(
+            actor_id=h._quanta_actor_id, class_name=h._meta["class_name"], method=self._name,
+            args=args, kwargs=kwargs, num_returns=num_returns, generator=generator,
+            max_retries=o.get("max_task_retries", spec.max_task_retries),
+            retry_exceptions=o.get("retry_exceptions", spec.retry_exceptions),
+            group=o.get("concurrency_group", spec.group), name=o.get("name"),
+            handle_ref=h._ref)
+        if generator:
+            return refs
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor called ``name`` in ``namespace`` (default: this job's).
+
+    Raises ValueError when there is none."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor(name=...) must be a non-empty str, got {name!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"get_actor(namespace=...) must be a str, got {namespace!r}")
+    cw = _cw()
+    rec = cw.call_daemon("get_named_actor", name, namespace or cw.current_namespace())
+    return ActorHandle(rec["actor_id"], rec["meta"], cw.borrow_handle_ref(rec))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill an actor's process now. Its pending and later calls raise ActorDiedError; with
+    ``no_restart=False`` it is restarted if its ``max_restarts`` allows."""
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"kill() only applies to actor handles, got {type(actor).__name__}; to stop a "
+            "task use cancel(object_ref).")
+    _cw().kill_actor(actor._quanta_actor_id, bool(no_restart))
+
+
+def exit_actor() -> None:
+    """End the current actor from inside one of its methods (no restart). The calling method
+    returns None; calls after it raise ActorDiedError."""
+    cw = current_core_worker()
+    if getattr(cw, "actor_id", None) is None:
+        raise TypeError("exit_actor() can only be called inside an actor's method.")
+    raise ActorExit()
