@@ -105,13 +105,15 @@ class ActorClass:
         return self._create(self._options, args, kwargs)
 
     def _meta(self, opts: dict[str, Any]) -> dict[str, Any]:
-        key = (opts.get("max_task_retries"), repr(opts.get("retry_exceptions")))
+        key = (opts.get("max_task_retries"), repr(opts.get("retry_exceptions")),
+               opts.get("max_pending_calls"))
         meta = self._meta_cache.get(key)
         if meta is None:
             meta = {
                 "class_name": self._cls.__name__,
                 "methods": {name: _MethodSpec(fn, opts) for name, fn in self._fns.items()},
                 "is_async": self._is_async,
+                "max_pending_calls": opts.get("max_pending_calls") or -1,
             }
             self._meta_cache[key] = meta
         return meta
@@ -285,7 +287,7 @@ class ActorMethod:
             max_retries=o.get("max_task_retries", spec.max_task_retries),
             retry_exceptions=o.get("retry_exceptions", spec.retry_exceptions),
             group=o.get("concurrency_group", spec.group), name=o.get("name"),
-            handle_ref=h._ref)
+            handle_ref=h._ref, max_pending=h._meta.get("max_pending_calls", -1))
         if generator:
             return refs
         if num_returns == 1:

@@ -242,7 +242,7 @@ class ActorCallsMixin:
     def submit_actor_call(self, *, actor_id: str, class_name: str, method: str, args: tuple,
                           kwargs: dict, num_returns: int, generator: bool, max_retries: int,
                           retry_exceptions: Any, group: str | None, name: str | None,
-                          handle_ref: ObjectRef | None) -> Any:
+                          handle_ref: ObjectRef | None, max_pending: int = -1) -> Any:
         from quanta._private.core_worker import TaskSpec
 
         task_id = ids.new_task_id()
@@ -267,6 +267,11 @@ class ActorCallsMixin:
             spec.pins = [*spec.pins, handle_ref]
         with self.lock:
             st = self.actor_state(actor_id, class_name)
+            if 0 < max_pending <= len(st.queue) + len(st.inflight):
+                raise exc.PendingCallsLimitExceeded(
+                    f"The actor {class_name} ({actor_id}) already has {max_pending} calls "
+                    f"pending from this process, its max_pending_calls; wait for some to "
+                    "finish (or raise max_pending_calls).")
             spec.actor = st
             if st.state == DEAD:
                 returns = self._track_task(spec)

@@ -23,6 +23,7 @@ marks the actor dead (no restart) and kills the process; calls that arrive after
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import inspect
 import threading
@@ -76,6 +77,7 @@ class ActorRuntime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.semaphores: dict[str, asyncio.Semaphore] = {}
         self.tasks: dict[bytes, asyncio.Task] = {}
+        self.incoming: collections.deque = collections.deque()
         self.lock = threading.Lock()
 
     # --- creation (main thread) ---------------------------------------------------------
@@ -115,7 +117,11 @@ class ActorRuntime:
             with self.lock:
                 self.futures[spec[0]] = pool.submit(self._run_in_thread, conn, spec)
         else:
-            self.loop.call_soon_threadsafe(self._start_async, conn, spec)
+            # One wake-up of the loop per burst of calls, not one per call.
+            incoming = self.incoming
+            incoming.append((conn, spec))
+            if len(incoming) == 1:
+                self.loop.call_soon_threadsafe(self._start_incoming)
 
     def cancel(self, conn: Connection, task_id: bytes, force: bool, recursive: bool) -> None:
         if self.mode == "sync":
@@ -191,10 +197,15 @@ class ActorRuntime:
                 self.threads.pop(task_id, None)
                 self.futures.pop(task_id, None)
 
-    def _start_async(self, conn: Connection, spec: tuple) -> None:
-        task = self.loop.create_task(self._run_async(conn, spec))
-        self.tasks[spec[0]] = task
-        task.add_done_callback(lambda t, tid=spec[0]: self.tasks.pop(tid, None))
+    def _start_incoming(self) -> None:
+        incoming = self.incoming
+        create = self.loop.create_task
+        tasks = self.tasks
+        while incoming:
+            conn, spec = incoming.popleft()
+            task = create(self._run_async(conn, spec))
+            tasks[spec[0]] = task
+            task.add_done_callback(lambda t, tid=spec[0]: tasks.pop(tid, None))
 
     async def _run_async(self, conn: Connection, spec: tuple) -> None:
         (task_id, method, args, resolved, num_returns, generator, _group, _attempt, job_id,

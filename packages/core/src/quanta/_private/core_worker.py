@@ -223,6 +223,7 @@ class CoreWorker(ActorCallsMixin):
         self.actor_incarnation = 0
         self.namespace = ""
         self.closed = False
+        self.reclaim = False  # the daemon asks for idle leases back (requests are waiting)
         self.current_task_id: bytes | None = None  # set by the executor inside workers
         self.on_blocked: Callable[[bool], None] | None = None
         self.task_handler: Callable[[Connection, tuple], None] | None = None
@@ -1117,6 +1118,9 @@ class CoreWorker(ActorCallsMixin):
 
     def _on_lease_reclaim(self, conn: Connection, msg: tuple) -> None:
         with self.lock:
+            self.reclaim = msg[1]
+            if not self.reclaim:
+                return
             for ks in self.keys.values():
                 for lease in list(ks.leases):
                     if not lease.inflight and not ks.queue:
@@ -1132,6 +1136,9 @@ class CoreWorker(ActorCallsMixin):
                 pass
         lease.idle_token += 1
         token = lease.idle_token
+        if self.reclaim:  # other owners wait for workers: no lingering
+            self._return_lease(ks, lease)
+            return
 
         def arm() -> None:
             self.reactor.call_later(LEASE_LINGER_S, lambda: self._linger_done(ks, lease, token))

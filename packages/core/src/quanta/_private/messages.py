@@ -36,7 +36,7 @@ LEASE_GRANT = 41     # (LEASE_GRANT, req_id, worker_id, worker_address, gpu_ids,
 #                      [resources_dict, strategy], was_queued)
 LEASE_FAIL = 42      # (LEASE_FAIL, req_id, message, [resources_dict, strategy])
 LEASE_RETURN = 43    # (LEASE_RETURN, worker_id, kill)
-LEASE_RECLAIM = 44   # (LEASE_RECLAIM,): daemon -> owners: give back idle leases
+LEASE_RECLAIM = 44   # (LEASE_RECLAIM, on): daemon -> owners: while on, return idle leases at once
 WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
 WORKER_UNBLOCKED = 46
 OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)

@@ -106,9 +106,94 @@ def run(rounds: int = 3, seconds: float = 2.0, only: list[str] | None = None) ->
                 lambda: quanta.get([noop.remote() for _ in range(1000)]), 1000, rounds, seconds,
                 results)
     if want("multi client tasks async"):
-        # Ray runs this with 4 actors as clients; until actors land, 4 tasks are the clients.
+        @quanta.remote
+        class TaskClient:
+            def submit(self, n):
+                quanta.get([noop.remote() for _ in range(n)])
+
+        clients = [TaskClient.remote() for _ in range(4)]
         _timeit("multi client tasks async",
-                lambda: quanta.get([submit_many.remote(2500) for _ in range(4)]), 10000, rounds,
+                lambda: quanta.get([c.submit.remote(2500) for c in clients]), 10000, rounds,
                 seconds, results)
+        del clients
+    _actor_rows(want, rounds, seconds, results)
     quanta.shutdown()
     return results
+
+
+def _actor_rows(want: Callable[[str], bool], rounds: int, seconds: float,
+                results: list) -> None:
+    """Ray's actor rows: the same clients and servers as ``ray microbenchmark``."""
+    import os
+
+    n = 1000
+    n_servers = max(1, (os.cpu_count() or 2) // 2)
+
+    @quanta.remote
+    class Actor:
+        def small_value(self):
+            return b"ok"
+
+        def small_value_arg(self, x):
+            return b"ok"
+
+    @quanta.remote
+    class AsyncActor:
+        async def small_value(self):
+            return b"ok"
+
+        async def small_value_with_arg(self, i):
+            return b"ok"
+
+    @quanta.remote
+    class Client:
+        def __init__(self, servers):
+            self.servers = servers if isinstance(servers, list) else [servers]
+
+        def small_value_batch(self, n):
+            quanta.get([s.small_value.remote() for s in self.servers for _ in range(n)])
+
+        def small_value_batch_arg(self, n):
+            x = quanta.put(0)
+            quanta.get([s.small_value_arg.remote(x) for s in self.servers for _ in range(n)])
+
+    @quanta.remote
+    def work(actors, n):
+        quanta.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+
+    for cls, kind in ((Actor, "actor"), (AsyncActor, "async-actor")):
+        a = cls.remote()
+        if want(f"1:1 {kind} calls sync"):
+            _timeit(f"1:1 {kind} calls sync", lambda a=a: quanta.get(a.small_value.remote()),
+                    1, rounds, seconds, results)
+        if want(f"1:1 {kind} calls async"):
+            _timeit(f"1:1 {kind} calls async",
+                    lambda a=a: quanta.get([a.small_value.remote() for _ in range(n)]), n,
+                    rounds, seconds, results)
+        if kind == "async-actor" and want("1:1 async-actor calls with args async"):
+            _timeit("1:1 async-actor calls with args async",
+                    lambda a=a: quanta.get([a.small_value_with_arg.remote(i)
+                                            for i in range(n)]), n, rounds, seconds, results)
+        if kind == "actor" and want("1:1 actor calls concurrent"):
+            c = Actor.options(max_concurrency=16).remote()
+            _timeit("1:1 actor calls concurrent",
+                    lambda c=c: quanta.get([c.small_value.remote() for _ in range(n)]), n, rounds,
+                    seconds, results)
+        servers = [cls.remote() for _ in range(n_servers)]
+        if want(f"1:n {kind} calls async"):
+            client = Client.remote(servers)
+            _timeit(f"1:n {kind} calls async",
+                    lambda client=client: quanta.get(client.small_value_batch.remote(n)),
+                    n * len(servers), rounds, seconds, results)
+        if want(f"n:n {kind} calls async"):
+            m = 4
+            _timeit(f"n:n {kind} calls async",
+                    lambda servers=servers, m=m: quanta.get([work.remote(servers, n)
+                                                             for _ in range(m)]),
+                    m * n, rounds, seconds, results)
+        if kind == "actor" and want("n:n actor calls with arg async"):
+            clients = [Client.remote(s) for s in servers]
+            _timeit("n:n actor calls with arg async",
+                    lambda clients=clients: quanta.get([c.small_value_batch_arg.remote(n)
+                                                        for c in clients]),
+                    n * len(clients), rounds, seconds, results)

@@ -7,6 +7,18 @@ from typing import Any
 
 from quanta.util import scheduling_strategies as scheduling_strategies
 
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    """Names of the live named actors: in this job's namespace (a list of names), or in every
+    namespace (a list of ``{"name": ..., "namespace": ...}`` dicts), as Ray returns them."""
+    from quanta._private.api import _cw
+
+    cw = _cw()
+    found = cw.call_daemon("list_named_actors", None if all_namespaces else
+                           cw.current_namespace())
+    return found if all_namespaces else [a["name"] for a in found]
+
+
 _PROVIDERS = {"ActorPool": "quanta-util-pool", "queue": "quanta-util-queue",
               "Queue": "quanta-util-queue"}
 

@@ -39,6 +39,7 @@ import uuid
 from typing import Any
 
 from quanta._private import messages as m
+from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.control_store import ControlStore
 from quanta._private.node.object_store import ObjectStore
 from quanta._private.node.storage import open_storage
@@ -59,7 +60,8 @@ def set_parent_death_signal(sig: int) -> None:
 
 
 class WorkerInfo:
-    __slots__ = ("worker_id", "pid", "conn", "address", "owner", "alloc", "blocked", "idle_since")
+    __slots__ = ("worker_id", "pid", "conn", "address", "owner", "alloc", "blocked", "idle_since",
+                 "actor_id")
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
@@ -70,6 +72,7 @@ class WorkerInfo:
         self.alloc: Allocation | None = None
         self.blocked = False
         self.idle_since = time.monotonic()
+        self.actor_id: str | None = None  # set when the worker is dedicated to an actor
 
 
 class LeaseRequest:
@@ -170,7 +173,7 @@ class NodeDaemon:
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.owner_conn: Connection | None = None
         self.stopping = False
-        self.reclaim_sent = False
+        self.reclaim_told: set[Connection] = set()
         self.worker_args = dict(
             session_dir=self.session_dir,
             daemon_address=self.address,
@@ -184,6 +187,8 @@ class NodeDaemon:
         self.zygote.on_close.append(lambda c: self.shutdown())
         self.reactor.register(self.zygote)
         self.control.put_node(self.node_id, self.node_info())
+        self.actors = ActorManager(self)
+        self.job_namespaces: dict[str, str] = {}
         self._handlers = {
             m.CALL: self._on_call,
             m.NOTIFY: self._on_notify,
@@ -257,13 +262,18 @@ class NodeDaemon:
 
     # --- clients ------------------------------------------------------------------------
     def rpc_register_driver(self, conn: Connection, job_id: str, pid: int,
-                            primary: bool) -> dict[str, Any]:
+                            primary: bool, namespace: str = "") -> dict[str, Any]:
         conn.peer = ("driver", job_id)
         conn.on_close.append(self._on_client_closed)
         if primary:
             self.owner_conn = conn
-        self.control.add_job(job_id, {"job_id": job_id, "driver_pid": pid})
+        self.control.add_job(job_id, {"job_id": job_id, "driver_pid": pid,
+                                      "namespace": namespace})
+        self.job_namespaces[job_id] = namespace
         return self.node_info()
+
+    def rpc_job_namespace(self, conn: Connection, job_id: str) -> str:
+        return self.job_namespaces.get(job_id, "")
 
     def rpc_register_worker(self, conn: Connection, worker_id: str, address: str,
                             pid: int) -> None:
@@ -295,11 +305,16 @@ class NodeDaemon:
                 if w.alloc is not None:
                     self.resources.release(w.alloc)
                     w.alloc = None
+                if w.actor_id is not None and not self.stopping:
+                    self.actors.worker_died(w)
+        if not self.stopping:
+            self.actors.owner_gone(conn)
         # workers leased to a client that went away run orphaned tasks: stop them
         for w in list(self.workers.values()):
             if w.owner is conn:
                 self._kill_worker(w)
         self.requests = collections.deque(r for r in self.requests if r.conn is not conn)
+        self.reclaim_told.discard(conn)
         if conn is self.owner_conn:
             self.shutdown()
             return
@@ -356,7 +371,14 @@ class NodeDaemon:
             conn.send((m.REPLY, req, True, "queued"))
 
     def _schedule(self) -> None:
+        if self.actors.pending:
+            need = self.actors.schedule()
+            # Actors each need a worker of their own: start them in parallel.
+            for _ in range(max(0, min(need, 16) - self.starting)):
+                self._start_worker()
         if not self.requests:
+            if self.reclaim_told:
+                self._update_reclaim()
             return
         waiting = 0
         remaining: collections.deque[LeaseRequest] = collections.deque()
@@ -383,14 +405,26 @@ class NodeDaemon:
         starts = min(waiting - self.starting, max(2, int(self.args.num_cpus)) - self.starting)
         for _ in range(max(0, starts)):
             self._start_worker()
-        if self.requests and not self.reclaim_sent:
-            self.reclaim_sent = True
+        self._update_reclaim()
+
+    def _update_reclaim(self) -> None:
+        """While lease requests wait, every owner holding leases is asked to return idle ones
+        at once instead of letting them linger; the request is lifted when none waits."""
+        if self.requests:
             owners = {w.owner for w in self.workers.values() if w.owner is not None}
-            for owner in owners:
+            for owner in owners - self.reclaim_told:
+                self.reclaim_told.add(owner)
                 try:
-                    owner.send((m.LEASE_RECLAIM,))
+                    owner.send((m.LEASE_RECLAIM, True))
                 except ConnectionClosed:
                     pass
+        elif self.reclaim_told:
+            for owner in self.reclaim_told:
+                try:
+                    owner.send((m.LEASE_RECLAIM, False))
+                except ConnectionClosed:
+                    pass
+            self.reclaim_told.clear()
 
     def _on_lease_return(self, conn: Connection, msg: tuple) -> None:
         _, worker_id, kill = msg
@@ -402,7 +436,6 @@ class NodeDaemon:
             w.alloc = None
         w.owner = None
         w.blocked = False
-        self.reclaim_sent = False
         if kill:
             self._kill_worker(w)
         else:
@@ -484,6 +517,42 @@ class NodeDaemon:
             "jobs": self.control.jobs(),
         }
 
+    # --- actors (the control store's actor table) -----------------------------------
+    def rpc_register_actor(self, conn: Connection, info: dict[str, Any]) -> dict | None:
+        return self.actors.register(conn, info)
+
+    def notify_create_actor(self, conn: Connection, actor_id: str, creation: dict) -> None:
+        self.actors.create(actor_id, creation)
+
+    def notify_actor_ready(self, conn: Connection, actor_id: str, incarnation: int,
+                           error: str | None) -> None:
+        self.actors.ready(actor_id, incarnation, error)
+
+    def notify_actor_exit(self, conn: Connection, actor_id: str, reason: str) -> None:
+        self.actors.kill(actor_id, True, reason)
+
+    def notify_actor_handles_gone(self, conn: Connection, actor_id: str) -> None:
+        self.actors.kill(actor_id, True, "The actor died because all references to it were "
+                         "removed (its last handle went out of scope and no call is pending).")
+
+    def rpc_subscribe_actor(self, conn: Connection, actor_id: str) -> tuple:
+        return self.actors.subscribe(conn, actor_id)
+
+    def rpc_get_named_actor(self, conn: Connection, name: str, namespace: str) -> dict:
+        return self.actors.get_named(name, namespace)
+
+    def rpc_list_named_actors(self, conn: Connection, namespace: str | None) -> list:
+        return self.actors.list_named(namespace)
+
+    def rpc_list_actors(self, conn: Connection) -> list:
+        return self.actors.list_actors()
+
+    def rpc_kill_actor(self, conn: Connection, actor_id: str, no_restart: bool) -> None:
+        reason = ("The actor died because it was killed by quanta.kill() (ray.kill) with "
+                  "no_restart=True." if no_restart else
+                  "The actor was killed by quanta.kill() (ray.kill) with no_restart=False.")
+        self.actors.kill(actor_id, no_restart, reason)
+
     def rpc_shutdown(self, conn: Connection) -> None:
         self.reactor.call_later(0, self.shutdown)
 
@@ -511,6 +580,58 @@ class NodeDaemon:
             shutil.rmtree(self.session_dir, ignore_errors=True)
         os._exit(0)
 
+    # --- nodes started from the shell (``quanta start --head``) ---------------------------
+    def listen_tcp(self, port: int) -> str:
+        """Also accept clients on ``tcp://<node ip>:<port>`` (port 0 picks a free one).
+
+        The Unix socket stays the local path; over TCP a client learns the node's Unix
+        address and session directory from the ``nodes`` call. Returns the bound address."""
+        self.tcp_address = self.reactor.listen(f"tcp://{self.args.node_ip}:{port}")
+        return self.tcp_address
+
+    def rpc_attach_driver(self, conn: Connection, job_id: str, worker_id: str,
+                          address: str, object_prefix: str) -> None:
+        """Called by a driver that connected to a running node (``init(address=...)``), after
+        ``register_driver(..., primary=False)``. Such a node outlives its drivers, so what a
+        driver leaves behind must go when its connection closes (it exited, crashed or was
+        killed): its job is marked finished, the shared-memory objects it owned (their ids
+        start with the driver's per-process ``object_prefix``, see ``ids.py``) and its
+        recycled object files are deleted, and its socket file is removed."""
+        conn.on_close.append(
+            lambda c: self._driver_gone(job_id, worker_id, address, object_prefix))
+
+    def _driver_gone(self, job_id: str, worker_id: str, address: str,
+                     object_prefix: str) -> None:
+        if self.stopping:
+            return
+        try:
+            self.control.finish_job(job_id)
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            pass
+        prefix = object_prefix.lower()
+        if len(prefix) >= 16:  # never an empty or short prefix: it would match others' objects
+            for hexid in self.store.object_ids():
+                if hexid.startswith(prefix):
+                    self.store.delete(hexid)
+        shm_dir = self.store.shm_dir
+        try:
+            names = os.listdir(shm_dir)
+        except OSError:
+            names = []
+        for name in names:
+            if name.startswith(f"recycled-{worker_id}-"):
+                try:
+                    os.unlink(os.path.join(shm_dir, name))
+                except OSError:
+                    pass
+        sockets = os.path.join(self.session_dir, "sockets") + os.sep
+        path = address[len("unix://"):] if address.startswith("unix://") else ""
+        if path.startswith(sockets):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="quanta-node-daemon")
@@ -527,6 +648,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ready-fd", type=int, default=None)
     p.add_argument("--cleanup-session", action="store_true")
     p.add_argument("--parent-death", action="store_true")
+    p.add_argument("--tcp-port", type=int, default=None,
+                   help="also listen on tcp://<node ip>:PORT (quanta start --head --port)")
     args = p.parse_args(argv)
     if args.num_prestart is None:
         args.num_prestart = max(1, int(args.num_cpus))
@@ -535,6 +658,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     daemon = NodeDaemon(args)
     signal.signal(signal.SIGTERM, lambda *a: daemon.shutdown())
+    if args.tcp_port is not None:
+        try:
+            daemon.listen_tcp(args.tcp_port)
+        except OSError as e:
+            print(f"quanta node daemon: cannot listen on tcp://{args.node_ip}:{args.tcp_port}: "
+                  f"{e}", file=sys.stderr, flush=True)
+            daemon.shutdown()
     if args.parent_death and os.getppid() == 1:
         daemon.shutdown()
     daemon.run(args.ready_fd)
