@@ -1,4 +1,4 @@
-"""The code examples of the user's seed documents (/work/shared/seeds/), tasks and objects.
+"""The code examples of the user's seed documents (/work/shared/seeds/): tasks, objects, actors.
 
 Each example is a script under ``tests/seed_examples/`` that starts with ``import quanta as
 ray`` and keeps the seed's code as close to verbatim as it can run (what was shrunk, filled in
@@ -11,30 +11,16 @@ behind.
 Script names: ``s<seed>_<nn>_<topic>.py``, seeds 000 (production patterns), 001 (design-patterns
 handbook), 003 (tasks guide) and 004 (key concepts). Seed 002 is a table of contents: no code.
 
-Not here -- covered by the actors issue (they need ``@ray.remote`` on a class, ActorHandle,
-ActorPool, placement groups or runtime_env):
+Not here:
 
-* 000 "Use actors for warm models" (``Predictor`` actor with ``num_gpus=1``)
-* 000 "Pool of actors for parallel inference" (``ray.util.ActorPool``)
-* 000 "Use placement groups for gang scheduling" (prose only)
-* 000 "Handling dependencies" (runtime environments; prose only)
-* 001 "Pattern: Tree of Actors" (``Supervisor`` / ``Worker`` actors)
-* 001 "Pattern: Using ray.wait to limit the number of in flight tasks" in its actor form
-  (``actor.heavy_compute.remote``; the same loop over a remote *function* is
-  ``s001_04_wait_limit_in_flight_tasks.py``)
-* 001 "Antipattern: Accessing Global Variable in Tasks/Actors" (actor ``A`` and
-  ``GlobalVarActor``)
-* 001 "Pattern: Overlapping computation and communication" (``Worker`` actor with a work queue)
-* 001 "Pattern: Fault Tolerance with Actor Checkpointing" (``ImmortalActor``, ``max_restarts``,
-  ``Controller`` of ``Worker`` actors)
-* 001 "Pattern: Concurrent operations with async actor" (``LongPollingActor`` /
-  ``LongPollingActorAsync``)
-* 001 "More patterns" list (actor handles, placement groups, queues and actor pools, AsyncIO
-  routers, named/detached actors; prose only)
-* 003 "Complete Example: Monte Carlo Pi Estimation" (``ProgressActor`` and
-  ``ray.actor.ActorHandle``)
-* 004 "Actors", "Placement groups", "Environment dependencies" (prose only) and the named-actor
-  part of "Namespaces"
+* 000 "Pool of actors for parallel inference" and 001 "More patterns" / "Using queues and actor
+  pools" (``ray.util.ActorPool``, ``ray.util.queue.Queue``): a separate issue (the
+  quanta-util-pool and quanta-util-queue plugins).
+* Prose only, no code: 000 "Use placement groups for gang scheduling", "Handling dependencies"
+  (runtime environments), "Don't ray.get inside tasks", "Avoid global state"; 001 "Antipattern:
+  Unnecessary stateful workers" and the "More patterns" list (actor handles, placement groups,
+  AsyncIO routers, named/detached actors, ...); 004 "Actors", "Placement groups",
+  "Environment dependencies", "Fault tolerance".
 """
 
 from __future__ import annotations
@@ -55,6 +41,11 @@ EXPECTED: dict[str, dict] = {
     "s000_02_put_fan_out": {"lines": ["fan-out results: 1000 [0.0, 2.0, 4.0]"]},
     "s000_03_wait_back_pressure": {"lines": ["max pending: 100; last batch: 100 results"]},
     "s000_04_batch_small_tasks": {"lines": ["batches: 8 items: 1000"]},
+    "s000_05_warm_model_actor": {"lines": [
+        "predictions: [12, 44, 76]",
+        "model calls: 10",
+        "predictor gpu ids: [0]",
+        "second Predictor ran after the first was killed"]},
     "s001_01_tree_of_tasks_quick_sort": {
         "lines": ["sorted 1000000 numbers"],
         "patterns": ["Sequential execution: ", "Distributed execution: "]},
@@ -71,6 +62,28 @@ EXPECTED: dict[str, dict] = {
         "lines": ["outputs[2]: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]"]},
     "s001_12_submission_order": {"lines": ["processed 100 results in completion order"]},
     "s001_13_fetch_too_many_objects": {"lines": ["wrote 1000 results in 10 chunks"]},
+    "s001_14_tree_of_actors": {"lines": [
+        "['done', 'done', 'done']",
+        "supervisor and workers terminated after del sup"]},
+    "s001_15_wait_limit_in_flight_actor_calls": {
+        "lines": ["actor with backpressure: 300 calls in order"]},
+    # the antipattern prints 6 (the actor does not see the driver's new global), the fix 7
+    "s001_16_global_variable_actor": {"lines": ["6", "7", "antipattern: 6, registry actor: 7"]},
+    # the script itself checks that the overlapping version is faster (about 1.0 s vs 2.0 s)
+    "s001_17_overlap_compute_communication": {
+        "lines": ["processed 20 items; overlapping was faster"], "patterns": ["bad: "]},
+    "s001_18_immortal_actor_checkpoint": {"lines": [
+        "ImmortalActor counts: [1, 2, 3, 4, 5]",
+        "restarted once, state restored from the checkpoint"]},
+    "s001_19_controller_restores_workers": {"lines": [
+        "rounds: [[1, 1, 1], [2, 2, 2], [3, 3, 3]]",
+        "one worker died; recreated workers resumed from the saved states"]},
+    "s001_20_async_actor_long_polling": {"lines": [
+        "LongPollingActor: other_task blocked by run",
+        "LongPollingActor: run ended by ray.kill",
+        "LongPollingActorAsync: other_task ran while run was polling",
+        "LongPollingActorAsync: run kept polling",
+        "LongPollingActorAsync: run ended by ray.kill"]},
     # four 10 s tasks are still running when the script ends: exiting must not wait for them
     "s003_01_remote_functions": {"lines": ["submitted 4 slow tasks"], "max_seconds": 8},
     "s003_02_resources": {"lines": [
@@ -95,10 +108,28 @@ EXPECTED: dict[str, dict] = {
     "s003_15_retries": {"lines": ["my_task succeeded after 2 retries",
                                   "KeyError was not retried"]},
     "s003_16_task_events": {"lines": ["my_task: ran"]},
+    # the estimate from 2,000,000 samples: 3.14 +- 0.004 (8 standard deviations), checked inside
+    "s003_17_monte_carlo_pi": {
+        "lines": ["Progress: 100%"], "patterns": ["Estimated value of π is: 3.1"],
+        "count": {"Progress: 100%": 1}},
     "s004_01_tasks": {"lines": ["square(7) = 49"]},
     "s004_02_objects": {"lines": ["objects ok: 999999"]},
     "s004_03_namespace": {"lines": ["namespace: serving"]},
     "s004_04_resource_model": {"lines": ["custom resource serialized the tasks"]},
+    "s004_05_named_actors_namespaces": {"lines": [
+        "serving/model: v1 (driver and task)",
+        "staging/model: v2; serving/model still v1",
+        "other/model: ValueError",
+        "serving/missing: ValueError",
+        "second serving/model: ValueError"]},
+    # three drivers on one node started by `quanta start --head` (and stopped by `quanta stop`)
+    "s004_06_namespaces_two_drivers": {"lines": [
+        "job 1 (serving): created model v1",
+        "job 2 (serving): found model v1",
+        "job 3 (staging): no actor named model",
+        "job 3 (staging): created detached model v2",
+        "job 1 (serving): model v1; staging's detached model v2 outlived job 3",
+        "quanta stop: ok"]},
 }
 
 

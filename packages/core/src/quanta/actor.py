@@ -252,11 +252,15 @@ class ActorHandle:
 
 
 class ActorMethod:
-    """``handle.method``: ``.remote(*args)`` calls it, ``.options(...)`` overrides options."""
+    """``handle.method``: ``.remote(*args)`` calls it, ``.options(...)`` overrides options.
+
+    It keeps the handle's id, metadata and counted ref rather than the handle itself: the
+    handle caches its methods, and a cycle would keep the actor alive until the garbage
+    collector ran, instead of ending it when the last handle goes."""
 
     def __init__(self, handle: ActorHandle, name: str, spec: _MethodSpec,
                  overrides: dict[str, Any]) -> None:
-        self._handle = handle
+        self._handle = _HandleData(handle._quanta_actor_id, handle._meta, handle._ref)
         self._name = name
         self._spec = spec
         self._overrides = overrides
@@ -295,6 +299,15 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+
+class _HandleData:
+    __slots__ = ("_quanta_actor_id", "_meta", "_ref")
+
+    def __init__(self, actor_id: str, meta: dict[str, Any], ref: Any) -> None:
+        self._quanta_actor_id = actor_id
+        self._meta = meta
+        self._ref = ref
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
