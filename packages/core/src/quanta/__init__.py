@@ -13,7 +13,6 @@ from quanta._private.api import get as get
 from quanta._private.api import get_gpu_ids as get_gpu_ids
 from quanta._private.api import init as init
 from quanta._private.api import is_initialized as is_initialized
-from quanta.actor import method as method
 from quanta._private.api import nodes as nodes
 from quanta._private.api import put as put
 from quanta._private.api import remote as remote
@@ -22,6 +21,7 @@ from quanta._private.api import wait as wait
 from quanta._version import __version__ as __version__
 from quanta.actor import get_actor as get_actor
 from quanta.actor import kill as kill
+from quanta.actor import method as method
 from quanta.object_ref import ObjectRef as ObjectRef
 from quanta.object_ref import ObjectRefGenerator as ObjectRefGenerator
 from quanta.runtime_context import get_runtime_context as get_runtime_context

@@ -25,8 +25,6 @@ from quanta._private.options import (
 )
 from quanta._private.worker_state import current_core_worker, current_core_worker_or_none
 
-_RESOURCE_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type")
-
 
 def method(**options: Any) -> Any:
     """``@method(num_returns=..., concurrency_group=...)`` on an actor method."""
@@ -97,9 +95,7 @@ class ActorClass:
             f"instead of {self._cls.__name__}(...).")
 
     def options(self, **options: Any) -> _ActorClassOptions:
-        merged = dict(self._options)
-        merged.update(validate_actor_options(options))
-        return _ActorClassOptions(self, merged)
+        return _ActorClassOptions(self, _merge_options(self._options, options))
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._create(self._options, args, kwargs)
@@ -114,6 +110,7 @@ class ActorClass:
                 "methods": {name: _MethodSpec(fn, opts) for name, fn in self._fns.items()},
                 "is_async": self._is_async,
                 "max_pending_calls": opts.get("max_pending_calls") or -1,
+                "groups": sorted(opts.get("concurrency_groups") or ()),
             }
             self._meta_cache[key] = meta
         return meta
@@ -129,11 +126,7 @@ class ActorClass:
         cw = _cw()
         class_id = self._class_id if self._class_id in cw.exported else self._export(cw)
         meta = self._meta(opts)
-        if any(opts.get(k) is not None for k in _RESOURCE_OPTIONS):
-            hold = resource_request(opts, default_cpus=0)
-            schedule = hold
-        else:  # Ray's default: 1 CPU to be placed, none held while it lives
-            hold, schedule = {}, {"CPU": 1.0}
+        hold, schedule = actor_resources(opts)
         groups = opts.get("concurrency_groups") or {}
         method_groups = {n: s.group for n, s in meta["methods"].items() if s.group}
         for n, g in method_groups.items():
@@ -173,6 +166,22 @@ class ActorClass:
         return f"ActorClass({self._cls.__module__}.{self._cls.__qualname__})"
 
 
+def actor_resources(opts: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(held for the actor's life, needed to place it), by Ray's rules: with no num_cpus, an
+    actor that names GPUs or custom resources holds 1 CPU; one that names none (memory at
+    most) holds no CPU but needs 1 free CPU to be placed."""
+    if opts.get("num_cpus") is not None:
+        hold = resource_request(opts, default_cpus=0)
+        return hold, hold
+    if any(opts.get(k) for k in ("num_gpus", "resources", "accelerator_type")):
+        hold = resource_request(opts, default_cpus=1)
+        return hold, hold
+    hold = resource_request(opts, default_cpus=0)
+    schedule = dict(hold)
+    schedule["CPU"] = 1.0
+    return hold, schedule
+
+
 class _ActorClassOptions:
     def __init__(self, ac: ActorClass, options: dict[str, Any]) -> None:
         self._ac = ac
@@ -182,9 +191,16 @@ class _ActorClassOptions:
         return self._ac._create(self._options, args, kwargs)
 
     def options(self, **options: Any) -> _ActorClassOptions:
-        merged = dict(self._options)
-        merged.update(validate_actor_options(options))
-        return _ActorClassOptions(self._ac, merged)
+        return _ActorClassOptions(self._ac, _merge_options(self._options, options))
+
+
+def _merge_options(base: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    if "concurrency_groups" in options:
+        raise ValueError("concurrency_groups cannot be set in .options(): declare them in "
+                         "@remote(concurrency_groups=...) on the class.")
+    merged = dict(base)
+    merged.update(validate_actor_options(options))
+    return merged
 
 
 class ActorID:
@@ -273,6 +289,13 @@ class ActorMethod:
     def options(self, **options: Any) -> ActorMethod:
         merged = dict(self._overrides)
         merged.update(validate_method_options(options))
+        group = merged.get("concurrency_group")
+        groups = self._handle._meta.get("groups", [])
+        if group is not None and group not in groups and group != "_default":
+            raise ValueError(
+                f"concurrency_group={group!r} is not a concurrency group of "
+                f"{self._handle._meta['class_name']}; its groups are "
+                f"{groups or '(none)'} (declare them with @remote(concurrency_groups=...)).")
         return ActorMethod(self._handle, self._name, self._spec, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,20 +1,65 @@
-"""The ``quanta`` command line."""
+"""The ``quanta`` command line: ``start``, ``stop``, ``status`` (as Ray's ``ray start --head``,
+``ray stop``, ``ray status``) and ``microbenchmark``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
+import time
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quanta", description="Quanta command line")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser(
+        "start", help="start a node daemon on this machine (quanta start --head)",
+        description="Start a Quanta node daemon that runs on its own, detached from this "
+                    "shell, until `quanta stop`. Drivers connect to it with "
+                    "quanta.init(address=\"auto\").")
+    st.add_argument("--head", action="store_true", help="start the head node of a new cluster")
+    st.add_argument("--address", default=None,
+                    help="HOST:PORT of a head to join as a worker node (not supported yet)")
+    st.add_argument("--num-cpus", type=float, default=None,
+                    help="CPUs of the node (default: what this machine lets us use)")
+    st.add_argument("--num-gpus", type=float, default=None, help="GPUs of the node (default 0)")
+    st.add_argument("--resources", default=None,
+                    help='custom resources as JSON, e.g. \'{"disk": 2}\'')
+    st.add_argument("--memory", type=int, default=None,
+                    help="bytes of memory for scheduling (default: this machine's)")
+    st.add_argument("--object-store-memory", type=int, default=None,
+                    help="bytes of the shared-memory object store (default: 30%% of memory)")
+    st.add_argument("--port", type=int, default=None,
+                    help="also listen on tcp://NODE_IP:PORT (trusted networks only)")
+    st.add_argument("--node-ip-address", default=None,
+                    help="this node's IP address (default: the default route's interface)")
+    st.add_argument("--block", action="store_true",
+                    help="stay in the foreground until the node stops (Ctrl-C stops it)")
+
+    sp = sub.add_parser("stop", help="stop the cluster started with `quanta start`")
+    sp.add_argument("--force", action="store_true",
+                    help="kill its processes with SIGKILL at once instead of asking it to stop")
+    sp.add_argument("--grace-period", type=float, default=10.0,
+                    help="seconds to wait for the node to stop before SIGKILL (default 10)")
+
+    ss = sub.add_parser("status", help="show the nodes, resources, workers, store and jobs")
+    ss.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
     mb = sub.add_parser("microbenchmark", help="time Ray's core microbenchmark workloads")
     mb.add_argument("--rounds", type=int, default=3, help="timed rounds per workload")
     mb.add_argument("--seconds", type=float, default=2.0, help="seconds per round")
     mb.add_argument("--only", action="append", default=None,
                     help="run workloads whose name contains this (repeatable)")
     args = parser.parse_args(argv)
+    if args.command == "start":
+        return _start(st, args)
+    if args.command == "stop":
+        return _stop(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "microbenchmark":
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
@@ -24,6 +69,278 @@ def main(argv: list[str] | None = None) -> int:
 
         microbenchmark.run(rounds=args.rounds, seconds=args.seconds, only=args.only)
     return 0
+
+
+def _err(msg: str) -> None:
+    print(f"quanta: {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# start
+# ------------------------------------------------------------------------------------------
+def _parse_resources(parser: argparse.ArgumentParser, text: str | None) -> dict[str, float]:
+    if text is None:
+        return {}
+    try:
+        res = json.loads(text)
+    except ValueError as e:
+        parser.error(f"--resources must be a JSON object, e.g. '{{\"disk\": 2}}': {e}")
+    if not isinstance(res, dict):
+        parser.error("--resources must be a JSON object of name -> amount, e.g. "
+                     "'{\"disk\": 2}'")
+    for name, amount in res.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            parser.error(f"--resources must not contain {name!r}: use "
+                         f"--{name.lower().replace('_', '-')}"
+                         f"{'s' if name in ('CPU', 'GPU') else ''} instead")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            parser.error(f"--resources: the amount of {name!r} must be a number >= 0, "
+                         f"got {amount!r}")
+    return {k: float(v) for k, v in res.items()}
+
+
+def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.address is not None:
+        _err(f"quanta start --address={args.address}: joining a worker node to a head is not "
+             "supported yet (multi-node clusters arrive in a later release). Start a "
+             "single-node cluster with `quanta start --head`.")
+        return 2
+    if not args.head:
+        parser.error("give --head to start the head node of a new cluster "
+                     "(joining one with --address=HOST:PORT is not supported yet)")
+    for name in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    resources = _parse_resources(parser, args.resources)
+
+    from quanta import exceptions as exc
+    from quanta._private import cluster, resource_detect
+
+    memory = args.memory or resource_detect.detect_memory_bytes()
+    store = args.object_store_memory or resource_detect.default_object_store_bytes(memory)
+    cpus = resource_detect.detect_cpus() if args.num_cpus is None else args.num_cpus
+    node_ip = args.node_ip_address or cluster.detect_node_ip()
+    try:
+        proc, rec, note = cluster.start_head(
+            num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
+            object_store_memory=store, resources=resources, node_ip=node_ip, port=args.port)
+    except cluster.ClusterError as e:
+        _err(str(e))
+        return 1
+    except exc.RaySystemStartupError as e:
+        _err(f"could not start the node: {e}")
+        return 1
+    except OSError as e:
+        _err(f"could not start the node (cluster record {cluster.record_path()}): {e}")
+        return 1
+    if note:
+        print(note)
+    _print_started(rec, cpus, args.num_gpus or 0, memory, store, resources)
+    if not args.block:
+        return 0
+    return _block(proc, rec)
+
+
+def _print_started(rec: dict[str, Any], cpus: float, gpus: float, memory: int, store: int,
+                   resources: dict[str, float]) -> None:
+    from quanta._private import cluster
+
+    res = [f"{_num(cpus)} CPU"] + ([f"{_num(gpus)} GPU"] if gpus else []) + [
+        f"{_bytes(memory)} memory", f"{_bytes(store)} object store"] + [
+        f"{_num(v)} {k}" for k, v in sorted(resources.items())]
+    lines = [
+        "Started a Quanta head node.",
+        f"  Daemon:        pid {rec['pid']}, {rec['address']}",
+    ]
+    if rec.get("tcp_address"):
+        lines.append(f"  TCP address:   {rec['tcp_address']}")
+    lines += [
+        f"  Resources:     {', '.join(res)}",
+        f"  Session dir:   {rec['session_dir']}",
+        f"  Log:           {rec['log']}",
+        f"  Recorded in:   {cluster.record_path()}",
+        "",
+        "Connect a driver on this machine with:",
+        "    import quanta",
+        "    quanta.init(address=\"auto\")",
+        "  or set QUANTA_ADDRESS=auto (RAY_ADDRESS works too) and call quanta.init().",
+    ]
+    if rec.get("tcp_address"):
+        host_port = rec["tcp_address"][len("tcp://"):]
+        lines.append(f"  quanta.init(address=\"{host_port}\") works too.")
+    lines += [
+        "",
+        "See the cluster with:  quanta status",
+        "Stop it with:          quanta stop",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _block(proc: Any, rec: dict[str, Any]) -> int:
+    """Stay in the foreground until the daemon exits; Ctrl-C or SIGTERM stops the node."""
+    from quanta._private import cluster
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("--block: staying in the foreground; Ctrl-C stops the node.", flush=True)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        rec2, how = cluster.stop()
+        if rec2 is not None and rec2["pid"] == rec["pid"]:
+            print(f"Stopped the Quanta node (pid {rec['pid']}).", flush=True)
+        try:
+            proc.wait(5)
+        except Exception:  # noqa: BLE001 - not our child any more, or already reaped
+            pass
+        return 0
+    with cluster.record_lock():
+        current = cluster.read_record()
+        ours = current is not None and current.get("pid") == rec["pid"]
+        if ours:  # not stopped by `quanta stop` (which removes the record first)
+            cluster._stop_recorded(rec, force=True, timeout=0)
+            cluster.remove_record(rec["pid"])
+    if ours:
+        _err(f"the node daemon (pid {rec['pid']}) exited unexpectedly with code {code}; "
+             f"see {rec['log']} (removed with the session)")
+        return 1
+    print(f"The Quanta node (pid {rec['pid']}) has stopped.", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# stop
+# ------------------------------------------------------------------------------------------
+def _stop(args: argparse.Namespace) -> int:
+    from quanta._private import cluster
+
+    try:
+        rec, how = cluster.stop(force=args.force, timeout=max(0.0, args.grace_period))
+    except OSError as e:
+        _err(f"could not stop the cluster recorded in {cluster.record_path()}: {e}")
+        return 1
+    if rec is None:
+        print("No Quanta cluster is running (nothing recorded in "
+              f"{cluster.record_path()}).")
+        return 0
+    where = f"pid {rec['pid']}, {rec['address']}"
+    if how == "stale":
+        print(f"The recorded Quanta cluster ({where}) was no longer running; removed its "
+              "record and leftover files.")
+    elif how == "stopped":
+        print(f"Stopped the Quanta cluster ({where}): its daemon, zygote and workers, and "
+              f"its session files ({rec.get('session_dir')}).")
+    else:
+        print(f"Killed the Quanta cluster ({where}) with SIGKILL"
+              f"{'' if args.force else ' (it did not stop when asked)'}; removed its "
+              "session files.")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# status
+# ------------------------------------------------------------------------------------------
+def _status(args: argparse.Namespace) -> int:
+    from quanta._private import cluster
+
+    rec = cluster.read_record()
+    if rec is None:
+        _err("no Quanta cluster is running on this machine (nothing recorded in "
+             f"{cluster.record_path()}). Start one with `quanta start --head`.")
+        return 1
+    try:
+        status = cluster.rpc(rec["address"], "status", timeout=5.0)
+    except Exception as e:  # noqa: BLE001 - any failure: not running
+        state = cluster.cluster_state(rec)[0]
+        if state == "dead":
+            _err(f"no Quanta cluster is running: the one recorded in {cluster.record_path()} "
+                 f"(daemon pid {rec['pid']}) is gone. `quanta stop` removes the stale record.")
+        else:
+            _err(f"the Quanta node daemon (pid {rec['pid']}) at {rec['address']} does not "
+                 f"answer: {e}. `quanta stop --force` stops it.")
+        return 1
+    if args.json:
+        print(json.dumps({"cluster": rec, **status}, indent=1, default=str))
+        return 0
+    print(format_status(rec, status))
+    return 0
+
+
+def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
+    node = status["node"]
+    total = node.get("Resources", {})
+    avail = status.get("available", {})
+    out = ["======== Quanta cluster status " + time.strftime("%Y-%m-%d %H:%M:%S") + " ========",
+           f"Daemon: pid {rec['pid']}, {rec['address']}"
+           + (f", {rec['tcp_address']}" if rec.get("tcp_address") else ""),
+           f"Session: {node.get('SessionDir', rec.get('session_dir'))}",
+           "",
+           "Nodes",
+           "-" * 60,
+           f" 1 alive: {node['NodeID'][:12]}  {node.get('NodeManagerAddress')} "
+           f"({node.get('NodeManagerHostname')})",
+           "",
+           "Resources (used / total)",
+           "-" * 60]
+    for name in sorted(total, key=lambda k: (k not in ("CPU", "GPU", "memory",
+                                                       "object_store_memory"), k)):
+        if name.startswith("node:"):
+            continue
+        t = total[name]
+        used = t - avail.get(name, 0.0)
+        if name in ("memory", "object_store_memory"):
+            out.append(f" {_bytes(used)}/{_bytes(t)} {name}")
+        else:
+            out.append(f" {_num(used, 1)}/{_num(t, 1)} {name}")
+    pending = status.get("pending_leases") or []
+    out += ["",
+            f"Workers: {status.get('workers', 0)} ({status.get('idle_workers', 0)} idle)",
+            f"Pending lease requests: {len(pending)}"]
+    for shape in pending[:5]:
+        out.append(f"  {shape}")
+    st = status.get("store", {})
+    out += ["",
+            "Object store",
+            "-" * 60,
+            f" {st.get('num_objects', 0)} objects: {_bytes(st.get('used_bytes', 0))} of "
+            f"{_bytes(st.get('capacity_bytes', 0))} in shared memory, "
+            f"{_bytes(st.get('spilled_bytes', 0))} spilled to disk",
+            "",
+            "Jobs",
+            "-" * 60]
+    jobs = sorted(status.get("jobs") or [], key=lambda j: j.get("start_time", 0))
+    running = [j for j in jobs if not j.get("is_dead")]
+    out.append(f" {len(running)} running, {len(jobs) - len(running)} finished"
+               if jobs else " (none)")
+    for j in jobs[-10:]:
+        started = time.strftime("%H:%M:%S", time.localtime(j.get("start_time", 0)))
+        state = "FINISHED" if j.get("is_dead") else "RUNNING"
+        out.append(f" {j.get('job_id')}  {state:<8}  driver pid {j.get('driver_pid')}  "
+                   f"started {started}")
+    return "\n".join(out)
+
+
+def _num(x: float, min_decimals: int = 0) -> str:
+    s = f"{x:.4f}".rstrip("0").rstrip(".")
+    if min_decimals and "." not in s:
+        s += "." + "0" * min_decimals
+    return s
+
+
+def _bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.2f}{unit}"
+        n /= 1024
+    return f"{n}B"
 
 
 if __name__ == "__main__":

@@ -169,6 +169,10 @@ class ActorUnavailableError(RayActorError):
     """The actor is temporarily unreachable (for instance restarting)."""
 
 
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor with this name already exists in the namespace."""
+
+
 class ActorUnschedulableError(RayError):
     """No node can ever host the actor."""
 

@@ -326,10 +326,6 @@ class ActorCallsMixin:
                 pass
             self._fail_task(spec, _error(exc.TaskCancelledError(spec.task_id.hex())))
             return
-        if force:
-            raise ValueError(
-                "force=True is not supported for actor calls: use quanta.kill(actor) to stop "
-                "the actor's process.")
         if st.conn is not None:
             try:
                 st.conn.send((m.CANCEL_TASK, spec.task_id, False, recursive))

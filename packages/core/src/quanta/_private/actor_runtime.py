@@ -15,9 +15,9 @@ one of three ways, chosen from the class:
 * **async** (any ``async def`` method): an asyncio loop on the main thread, each call a task,
   at most ``max_concurrency`` (default 1000) at once per group. Cancel cancels the task.
 
-``exit_actor()`` raises :class:`ActorExit`; the call that made it returns ``None``, the daemon
-marks the actor dead (no restart) and kills the process; calls that arrive after it get
-``ActorDiedError``.
+``exit_actor()`` raises :class:`ActorExit`; the call that made it and every call after it get
+``ActorDiedError`` (as in Ray), and the daemon marks the actor dead (no restart) and kills the
+process.
 """
 
 from __future__ import annotations
@@ -276,7 +276,5 @@ class ActorRuntime:
         """``exit_actor()`` was called by this call: answer it, then have the daemon end us."""
         self.exiting = ("The actor exited on purpose: exit_actor() (ray.actor.exit_actor) was "
                         "called in one of its methods.")
-        values, contained = self.ex._encode_returns(task_id, None, num_returns, "exit_actor") \
-            if num_returns <= 1 else ([], [])
-        self.ex._reply(conn, task_id, values, contained)
+        self.ex._reply(conn, task_id, [self._dead_value()] * max(num_returns, 1), [])
         self.cw._send_daemon((m.NOTIFY, "actor_exit", (self.actor_id, self.exiting)))

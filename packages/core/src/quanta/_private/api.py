@@ -23,13 +23,19 @@ _INIT_KEYS = ("num_cpus", "num_gpus", "resources", "memory", "object_store_memor
 
 
 class _Session:
-    """What ``init()`` set up in this driver, undone by ``shutdown()``."""
+    """What ``init()`` set up in this driver, undone by ``shutdown()``.
 
-    def __init__(self, cw: CoreWorker, proc, node: dict[str, Any], namespace: str) -> None:
+    ``primary``: this driver started the node (``proc``) and owns it; ``shutdown()`` stops
+    it. Otherwise the driver connected to a running node (``proc`` is None) and
+    ``shutdown()`` only disconnects."""
+
+    def __init__(self, cw: CoreWorker, proc, node: dict[str, Any], namespace: str,
+                 primary: bool = True) -> None:
         self.cw = cw
         self.proc = proc
         self.node = node
         self.namespace = namespace
+        self.primary = primary
 
 
 _session: _Session | None = None
@@ -62,8 +68,16 @@ def init(
 ) -> dict[str, Any]:
     """Start a node daemon for this machine (or connect to ``address``) and connect to it.
 
+    ``address``: None or ``""`` (unless ``QUANTA_ADDRESS`` or ``RAY_ADDRESS`` is set) or
+    ``"local"``: start a new node owned by this driver. ``"auto"``: connect to the cluster
+    recorded by ``quanta start --head``. ``"unix:///path/node.sock"``, ``"host:port"`` or
+    ``"tcp://host:port"``: connect to that node daemon. A driver that connects never stops
+    the node: ``shutdown()`` only disconnects it.
+
     Returns a dict with the node's info. Raises RuntimeError if already initialized, unless
-    ``ignore_reinit_error``. Unknown keyword arguments raise TypeError naming them.
+    ``ignore_reinit_error``. Unknown keyword arguments raise TypeError naming them; resource
+    arguments given when connecting raise ValueError; ConnectionError when no node runs at
+    ``address``.
     """
     global _session, _node_proc
     ignored = {"dashboard_host", "dashboard_port", "configure_logging", "log_to_driver",
@@ -96,9 +110,19 @@ def init(
                 "ignore_reinit_error=True.")
         address = address or os.environ.get("QUANTA_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address not in (None, "", "local"):
-            raise ValueError(
-                f"init(address={address!r}): connecting to a running cluster arrives with "
-                "multi-node support; use init() with no address to start a local node.")
+            if not isinstance(address, str):
+                raise TypeError(
+                    f"init(address=...) must be a str, got {type(address).__name__}")
+            given = {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources,
+                     "memory": memory, "object_store_memory": object_store_memory}
+            bad = [name for name in _INIT_KEYS if given[name] is not None]
+            if bad:
+                raise ValueError(
+                    f"init({', '.join(f'{b}=' for b in bad)}...) cannot be set when connecting "
+                    f"to an existing cluster (address={address!r}): its resources were fixed "
+                    "when it started (`quanta start --head --num-cpus N ...`).")
+            _session = _connect(address, namespace)
+            return dict(_session.node)
         from quanta._private import resource_detect
         from quanta._private.node_launcher import start_local_node
 
@@ -119,10 +143,54 @@ def init(
             store_dir=node["ObjectStoreDir"],
         )
         cw.namespace = namespace or f"anonymous-{uuid.uuid4().hex[:8]}"
-        cw.call_daemon("register_driver", job_id, os.getpid(), True)
+        cw.call_daemon("register_driver", job_id, os.getpid(), True, cw.namespace)
         worker_state.set_core_worker(cw)
         _session = _Session(cw, proc, node, cw.namespace)
         return dict(node)
+
+
+def _connect(address: str, namespace: str | None) -> _Session:
+    """Connect this driver to the running node daemon ``address`` names, as a non-primary
+    driver: the node outlives it. Lock held."""
+    from quanta._private import cluster, ids
+
+    node = cluster.resolve_address(address)
+    job_id = uuid.uuid4().hex[:8]
+    try:
+        cw = CoreWorker(
+            mode="driver",
+            session_dir=node["SessionDir"],
+            daemon_address=node["DaemonAddress"],
+            node_id=node["NodeID"],
+            job_id=job_id,
+            worker_id="driver-" + job_id,
+            store_dir=node["ObjectStoreDir"],
+        )
+    except OSError as e:
+        raise ConnectionError(
+            f"init(address={address!r}): could not connect to the node daemon at "
+            f"{node['DaemonAddress']}: {e}") from None
+    cw.namespace = namespace or f"anonymous-{uuid.uuid4().hex[:8]}"
+    try:
+        info = cw.call_daemon("register_driver", job_id, os.getpid(), False, cw.namespace,
+                              timeout=30)
+        # The node frees what this driver owned when its connection closes.
+        cw.call_daemon("attach_driver", job_id, cw.worker_id, cw.address,
+                       ids.process_prefix_hex(), timeout=30)
+    except BaseException:
+        cw.shutdown()
+        _unlink_socket(cw.address)
+        raise
+    worker_state.set_core_worker(cw)
+    return _Session(cw, None, info, cw.namespace, primary=False)
+
+
+def _unlink_socket(address: str) -> None:
+    if address.startswith("unix://"):
+        try:
+            os.unlink(address[len("unix://"):])
+        except OSError:
+            pass
 
 
 def auto_init() -> CoreWorker:
@@ -138,7 +206,10 @@ def is_initialized() -> bool:
 
 
 def shutdown() -> None:
-    """Stop the node daemon and workers this driver started; delete their files."""
+    """Stop the node daemon and workers this driver started; delete their files.
+
+    A driver that connected to a running node (``init(address=...)``) only disconnects: the
+    node and its other drivers go on."""
     global _session
     with _init_lock:
         s = _session
@@ -146,6 +217,12 @@ def shutdown() -> None:
             return
         _session = None
         worker_state.set_core_worker(None)
+        if not s.primary:
+            # Closing the connection tells the daemon this driver is gone: it stops the
+            # workers leased to it and frees the objects it owned.
+            s.cw.shutdown()
+            _unlink_socket(s.cw.address)
+            return
         try:
             s.cw.call_daemon("shutdown", timeout=5)
         except Exception:  # noqa: BLE001 - the daemon may already be gone
@@ -261,8 +338,9 @@ def remote(*args: Any, **options: Any) -> Any:
 
     def wrap(target: Any) -> Any:
         if isinstance(target, type):
-            raise NotImplementedError(
-                "Actors (@remote on a class) are not supported yet in this version of Quanta.")
+            from quanta.actor import ActorClass
+
+            return ActorClass(target, options)
         return RemoteFunction(target, options)
 
     if len(args) == 1 and not options and callable(args[0]):
@@ -272,9 +350,3 @@ def remote(*args: Any, **options: Any) -> Any:
     return wrap
 
 
-def method(**options: Any) -> Any:
-    """``@method(num_returns=...)`` on actor methods."""
-    def wrap(fn: Any) -> Any:
-        fn.__quanta_method_options__ = options
-        return fn
-    return wrap

@@ -1383,6 +1383,10 @@ class CoreWorker(ActorCallsMixin):
             spec = self.tasks.get(task_id)
             if spec is None:
                 return
+            if force and spec.actor is not None:
+                raise ValueError(
+                    "force=True is not supported for actor calls: use quanta.kill(actor) to "
+                    "stop the actor's process.")
             spec.cancelled = True
             cancelled = _error_value(exc.TaskCancelledError(task_id.hex()))
             if spec.actor is not None:

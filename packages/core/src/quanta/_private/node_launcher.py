@@ -1,4 +1,5 @@
-"""Starting a node daemon for ``init()`` and waiting until it is ready."""
+"""Starting a node daemon and waiting until it is ready: for ``init()`` (a node owned by the
+driver) and for ``quanta start --head`` (a node of its own, detached from the shell)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,9 @@ from typing import Any
 from quanta import exceptions as exc
 
 
-def start_local_node(*, num_cpus: float, num_gpus: float, memory: int,
-                     object_store_memory: int, resources: dict[str, float],
-                     timeout: float = 30.0) -> tuple[subprocess.Popen, dict[str, Any]]:
-    """Start a daemon owned by this process; return it and its node info once it listens."""
-    session_dir = tempfile.mkdtemp(prefix="quanta-session-")
-    r, w = os.pipe()
-    cmd = [
+def _daemon_cmd(session_dir: str, *, num_cpus: float, num_gpus: float, memory: int,
+                object_store_memory: int, resources: dict[str, float]) -> list[str]:
+    return [
         sys.executable, "-m", "quanta._private.node.daemon",
         "--session-dir", session_dir,
         "--num-cpus", repr(float(num_cpus)),
@@ -28,13 +25,18 @@ def start_local_node(*, num_cpus: float, num_gpus: float, memory: int,
         "--memory", str(int(memory)),
         "--object-store-memory", str(int(object_store_memory)),
         "--resources", json.dumps(resources),
-        "--ready-fd", str(w),
         "--cleanup-session",
-        "--parent-death",
     ]
-    proc = subprocess.Popen(cmd, pass_fds=(w,), start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+
+
+def _launch(cmd: list[str], timeout: float, log_path: str | None = None,
+            **popen: Any) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Run the daemon ``cmd`` with a ready pipe; return it and its node info once it listens."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([*cmd, "--ready-fd", str(w)], pass_fds=(w,),
+                            start_new_session=True, stdin=subprocess.DEVNULL, **popen)
     os.close(w)
+    where = f"see {log_path}" if log_path else "see its output above"
     data = b""
     deadline = time.monotonic() + timeout
     try:
@@ -42,15 +44,66 @@ def start_local_node(*, num_cpus: float, num_gpus: float, memory: int,
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([r], [], [], left)[0]:
                 proc.kill()
+                proc.wait(5)
                 raise exc.RaySystemStartupError(
-                    f"the node daemon did not start within {timeout} s")
+                    f"the node daemon did not start within {timeout} s ({where})")
             chunk = os.read(r, 65536)
             if not chunk:
                 code = proc.wait(5)
                 raise exc.RaySystemStartupError(
-                    f"the node daemon exited during start-up with code {code}; see its "
-                    "output above")
+                    f"the node daemon exited during start-up with code {code} ({where})")
             data += chunk
     finally:
         os.close(r)
     return proc, json.loads(data)
+
+
+def start_local_node(*, num_cpus: float, num_gpus: float, memory: int,
+                     object_store_memory: int, resources: dict[str, float],
+                     timeout: float = 30.0) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Start a daemon owned by this process; return it and its node info once it listens.
+
+    The daemon ends when this driver's connection closes or this process dies."""
+    session_dir = tempfile.mkdtemp(prefix="quanta-session-")
+    cmd = _daemon_cmd(session_dir, num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+                      object_store_memory=object_store_memory, resources=resources)
+    return _launch([*cmd, "--parent-death"], timeout)
+
+
+def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
+                    object_store_memory: int, resources: dict[str, float], node_ip: str,
+                    tcp_port: int | None = None, timeout: float = 30.0
+                    ) -> tuple[subprocess.Popen, dict[str, Any], str]:
+    """Start a daemon that belongs to no driver (``quanta start --head``).
+
+    It runs in a session of its own, with no parent-death signal and no owner: it lives until
+    ``quanta stop`` (the ``shutdown`` call) or a signal. Its output (and its workers') goes to
+    ``<session>/logs/daemon.log``. Returns the process, the node info and the log path; on a
+    failed start the session directory is removed and RaySystemStartupError names the log's
+    last lines."""
+    import shutil
+
+    session_dir = tempfile.mkdtemp(prefix="quanta-session-")
+    log_dir = os.path.join(session_dir, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, "daemon.log")
+    cmd = _daemon_cmd(session_dir, num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+                      object_store_memory=object_store_memory, resources=resources)
+    cmd += ["--node-ip", node_ip]
+    if tcp_port is not None:
+        cmd += ["--tcp-port", str(int(tcp_port))]
+    # Opened for reading too: a daemon that fails may delete its session dir, log included.
+    with open(log_path, "a+b") as log:
+        try:
+            proc, node = _launch(cmd, timeout, log_path, stdout=log, stderr=subprocess.STDOUT,
+                                 close_fds=True)
+        except exc.RaySystemStartupError as e:
+            log.seek(0)
+            tail = log.read()[-2000:].decode(errors="replace").strip()
+            shutil.rmtree(session_dir, ignore_errors=True)
+            shutil.rmtree(os.path.join("/dev/shm", "quanta-" + os.path.basename(session_dir)),
+                          ignore_errors=True)
+            raise exc.RaySystemStartupError(
+                str(e).replace(f" (see {log_path})", "")
+                + (f". Its output:\n{tail}" if tail else "")) from None
+    return proc, node, log_path

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from quanta._private import messages as m
 from quanta._private.resources import ResourceSet
 from quanta._private.transport import Connection, ConnectionClosed
+from quanta.exceptions import ActorAlreadyExistsError
 
 if TYPE_CHECKING:
     from quanta._private.node.daemon import NodeDaemon, WorkerInfo
@@ -109,7 +110,7 @@ class ActorManager:
                 if info.get("get_if_exists"):
                     existing.subscribers.add(conn)
                     return existing.public()
-                raise ValueError(
+                raise ActorAlreadyExistsError(
                     f"The name {name!r} is already taken by another actor in namespace "
                     f"{key[0]!r}: pick another name, kill that actor first, or pass "
                     "get_if_exists=True to get a handle to it.")

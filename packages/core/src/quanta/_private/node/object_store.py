@@ -172,6 +172,10 @@ class ObjectStore:
         """Number of known objects, resident or spilled."""
         return len(self._resident) + len(self._spilled)
 
+    def object_ids(self) -> list[str]:
+        """The ids (lower-case hex) of every known object, resident or spilled."""
+        return [*self._resident, *self._spilled]
+
     def contains(self, object_id_hex: str) -> bool:
         """True if the object is known (resident or spilled)."""
         oid = object_id_hex.lower()
