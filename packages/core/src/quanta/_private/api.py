@@ -109,6 +109,8 @@ def init(
                 "Quanta is already initialized: call shutdown() first, or pass "
                 "ignore_reinit_error=True.")
         address = address or os.environ.get("QUANTA_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if not address and _recorded_cluster_running():
+            address = "auto"  # as Ray does: join the node `quanta start --head` started here
         if address not in (None, "", "local"):
             if not isinstance(address, str):
                 raise TypeError(
@@ -147,6 +149,13 @@ def init(
         worker_state.set_core_worker(cw)
         _session = _Session(cw, proc, node, cw.namespace)
         return dict(node)
+
+
+def _recorded_cluster_running() -> bool:
+    from quanta._private import cluster
+
+    rec = cluster.read_record()
+    return rec is not None and cluster.cluster_state(rec)[0] == "running"
 
 
 def _connect(address: str, namespace: str | None) -> _Session:

@@ -14,7 +14,9 @@ an idle worker exists (starting one if none does), answers "queued" when it must
 owner may then pipeline tasks on the leases it has), and "infeasible" at once when the node
 could never fit it. When requests wait, owners are asked to give back idle leases.
 
-Lifetime: a daemon started by ``init()`` belongs to that driver. When the driver's connection
+Lifetime: a daemon started by ``quanta start --head`` belongs to no driver: drivers connect and
+leave, and the daemon frees what each one owned when its connection closes. A daemon started
+by ``init()`` belongs to that driver. When the driver's connection
 closes (it exited or was killed) or the driver process dies (``PR_SET_PDEATHSIG``), the daemon
 kills the zygote and every worker by pid, deletes its shared-memory files and session
 directory, and exits. Workers also die with the zygote, and the zygote with the daemon, by
@@ -307,6 +309,10 @@ class NodeDaemon:
                     w.alloc = None
                 if w.actor_id is not None and not self.stopping:
                     self.actors.worker_died(w)
+                try:  # its listening socket, left behind when it was killed
+                    os.unlink(os.path.join(self.session_dir, "sockets", ident + ".sock"))
+                except OSError:
+                    pass
         if not self.stopping:
             self.actors.owner_gone(conn)
         # workers leased to a client that went away run orphaned tasks: stop them
