@@ -24,6 +24,7 @@ from quanta._private.options import (
     validate_method_options,
 )
 from quanta._private.worker_state import current_core_worker, current_core_worker_or_none
+from quanta.util.scheduling_strategies import PlacementGroupSchedulingStrategy, apply_strategy
 
 
 def method(**options: Any) -> Any:
@@ -127,6 +128,10 @@ class ActorClass:
         class_id = self._class_id if self._class_id in cw.exported else self._export(cw)
         meta = self._meta(opts)
         hold, schedule = actor_resources(opts)
+        strategy = opts.get("scheduling_strategy")
+        if isinstance(strategy, PlacementGroupSchedulingStrategy):
+            hold, _ = apply_strategy(hold, strategy)
+            schedule, _ = apply_strategy(schedule, strategy)
         groups = opts.get("concurrency_groups") or {}
         method_groups = {n: s.group for n, s in meta["methods"].items() if s.group}
         for n, g in method_groups.items():

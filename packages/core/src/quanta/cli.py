@@ -1,5 +1,5 @@
 """The ``quanta`` command line: ``start``, ``stop``, ``status`` (as Ray's ``ray start --head``,
-``ray stop``, ``ray status``) and ``microbenchmark``."""
+``ray stop``, ``ray status``), ``microbenchmark`` and ``plugins``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     mb.add_argument("--seconds", type=float, default=2.0, help="seconds per round")
     mb.add_argument("--only", action="append", default=None,
                     help="run workloads whose name contains this (repeatable)")
+    pl = sub.add_parser(
+        "plugins", help="list the installed plugins and the hooks they implement",
+        description="List the Quanta plugins installed in this Python environment (entry "
+                    "points of group 'quanta'): their distribution, version, whether this "
+                    "process loads them (QUANTA_DISABLE_PLUGIN_AUTOLOAD, QUANTA_PLUGINS and "
+                    "QUANTA_BLOCK_PLUGINS decide) and the hooks each loaded one implements. "
+                    "Exits with 1 when a plugin fails to load.")
+    pl.add_argument("--json", action="store_true", help="print the list as JSON")
     args = parser.parse_args(argv)
     if args.command == "start":
         return _start(st, args)
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return _stop(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "plugins":
+        return _plugins(args)
     if args.command == "microbenchmark":
         if args.rounds < 1:
             parser.error("--rounds must be >= 1")
@@ -324,6 +334,89 @@ def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
         state = "FINISHED" if j.get("is_dead") else "RUNNING"
         out.append(f" {j.get('job_id')}  {state:<8}  driver pid {j.get('driver_pid')}  "
                    f"started {started}")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------
+# plugins
+# ------------------------------------------------------------------------------------------
+# What each status means, for the notes under the table (the variables are read by this very
+# process, as by any driver or daemon started from the same shell).
+_PLUGIN_STATUS = {
+    "QUANTA_DISABLE_PLUGIN_AUTOLOAD": "disabled",
+    "QUANTA_BLOCK_PLUGINS": "blocked",
+    "QUANTA_PLUGINS": "not selected",
+}
+_PLUGIN_NOTES = {
+    "disabled": "disabled: QUANTA_DISABLE_PLUGIN_AUTOLOAD is set, so no entry-point plugin is "
+                "loaded",
+    "blocked": "blocked: named in QUANTA_BLOCK_PLUGINS",
+    "not selected": "not selected: QUANTA_PLUGINS is set and does not name it",
+    "failed": "failed: importing or registering it raised an error (below); block it with "
+              "QUANTA_BLOCK_PLUGINS=NAME to load the others",
+    "not loaded": "not loaded: another plugin failed to load, so none was",
+}
+
+
+def plugin_rows() -> tuple[list[dict[str, Any]], str | None]:
+    """One dict per plugin (installed entry points, then plugins registered in-process), and
+    the message of the error that stopped the plugins from loading, if any."""
+    from quanta.plugins import manager
+
+    error: manager.PluginLoadError | None = None
+    loaded: dict[str, Any] = {}
+    try:
+        loaded = {info.name: info for info in manager.list_plugins()}
+    except manager.PluginLoadError as e:
+        error = e
+    rows = []
+    for ep in manager.installed_plugins():
+        info = loaded.pop(ep.name, None)
+        if ep.skipped_by is not None:
+            status = _PLUGIN_STATUS[ep.skipped_by]
+        elif info is not None:
+            status = "loaded"
+        elif error is not None:
+            status = "failed" if error.plugin == ep.name else "not loaded"
+        else:  # installed after the entry points were read: cannot happen in a fresh process
+            status = "not loaded"
+        rows.append({"name": ep.name, "status": status, "distribution": ep.distribution,
+                     "version": ep.version, "entry_point": ep.value,
+                     "hooks": info.hooks if info is not None else None})
+    for info in loaded.values():  # registered in-process (by another plugin, say)
+        rows.append({"name": info.name, "status": "loaded", "distribution": info.distribution,
+                     "version": info.version, "entry_point": None, "hooks": info.hooks})
+    return rows, (str(error) if error is not None else None)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    rows, error = plugin_rows()
+    if args.json:
+        print(json.dumps({"entry_point_group": "quanta", "plugins": rows, "error": error},
+                         indent=1))
+    else:
+        print(format_plugins(rows))
+    if error is not None:
+        _err(f"plugins could not be loaded: {error}")
+        return 1
+    return 0
+
+
+def format_plugins(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ("No Quanta plugins are installed (no entry points of group 'quanta' in "
+                f"{sys.prefix}).")
+    table = [("NAME", "STATUS", "DISTRIBUTION", "VERSION", "HOOKS")] + [
+        (r["name"], r["status"], r["distribution"] or "(in-process)", r["version"] or "-",
+         ", ".join(r["hooks"]) if r["hooks"] else ("(none)" if r["hooks"] == [] else "-"))
+        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]
+           for row in table]
+    notes = [_PLUGIN_NOTES[s] for s in _PLUGIN_NOTES if any(r["status"] == s for r in rows)]
+    if notes:
+        out += ["", *notes, "(the hooks of a plugin that is not loaded are not shown: its "
+                "module is not imported)"]
     return "\n".join(out)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from quanta._private import serialization
 from quanta._private.options import resource_request, validate_task_options
 from quanta._private.worker_state import current_core_worker_or_none
+from quanta.util.scheduling_strategies import apply_strategy
 
 _DEFAULTS = {"max_retries": 3, "retry_exceptions": False, "num_returns": None}
 
@@ -60,8 +61,9 @@ class RemoteFunction:
         max_retries = opts.get("max_retries", 3)
         if max_retries is None:
             max_retries = 3
-        return (resources, num_returns, generator, max_retries, retry,
-                opts.get("scheduling_strategy") or "DEFAULT", opts.get("name"))
+        resources, strategy = apply_strategy(resources, opts.get("scheduling_strategy"))
+        return (resources, num_returns, generator, max_retries, retry, strategy,
+                opts.get("name"))
 
     def _submit(self, opts: dict[str, Any], args: tuple, kwargs: dict, cache: bool) -> Any:
         from quanta._private.api import auto_init

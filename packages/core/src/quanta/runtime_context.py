@@ -74,7 +74,7 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        return getattr(self._cw, "namespace", "")
+        return self._cw.current_namespace()
 
     def get_assigned_resources(self) -> dict[str, float]:
         return dict(getattr(self._cw, "assigned_resources", {}) or {})

@@ -325,6 +325,7 @@ class ActorCallsMixin:
             except ValueError:
                 pass
             self._fail_task(spec, _error(exc.TaskCancelledError(spec.task_id.hex())))
+            self._actor_flush(st)  # the calls behind it may go now
             return
         if st.conn is not None:
             try:

@@ -205,7 +205,12 @@ class ActorRuntime:
             conn, spec = incoming.popleft()
             task = create(self._run_async(conn, spec))
             tasks[spec[0]] = task
-            task.add_done_callback(lambda t, tid=spec[0]: tasks.pop(tid, None))
+            task.add_done_callback(lambda t, c=conn, tid=spec[0]: self._async_done(t, c, tid))
+
+    def _async_done(self, task: asyncio.Task, conn: Connection, task_id: bytes) -> None:
+        self.tasks.pop(task_id, None)
+        if task.cancelled():  # cancelled before its coroutine first ran: answer it here
+            self._reply_cancelled(conn, task_id)
 
     async def _run_async(self, conn: Connection, spec: tuple) -> None:
         (task_id, method, args, resolved, num_returns, generator, _group, _attempt, job_id,

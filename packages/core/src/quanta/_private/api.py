@@ -315,6 +315,9 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1,
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes ``object_ref``; ``get`` then raises TaskCancelledError."""
+    if isinstance(object_ref, ObjectRefGenerator):  # a streaming call: cancel its task
+        object_ref = ObjectRef(object_ref._task_id + b"\0\0\0\1", object_ref._owner, None,
+                               count=False)
     if type(object_ref) is not ObjectRef:
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _cw().cancel(object_ref, bool(force), bool(recursive))

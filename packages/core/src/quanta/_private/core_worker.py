@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 from quanta import exceptions as exc
@@ -349,6 +350,40 @@ class CoreWorker(ActorCallsMixin):
         if ns is None:
             ns = cache[self.job_id] = self.call_daemon("job_namespace", self.job_id)
         return ns
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        """A ref set to ``pg`` once the daemon reports it reserved (an error if removed)."""
+        oid = ids.new_put_id()
+        entry = ObjectEntry(True, self.address)
+        entry.local = 1
+        with self.lock:
+            self.objects[oid] = entry
+        ref = ObjectRef(oid, self.address, self)
+
+        def done(ok: bool, created: Any) -> None:
+            if ok and created is True:
+                value = (m.VALUE_INLINE, serialization.serialize(pg).payload, None)
+            else:
+                value = _error_value(exc.RayError(
+                    f"The placement group {pg.id.hex()} was removed before it was ready."))
+            with self.lock:
+                if self.objects.get(oid) is entry:
+                    self._set_value(oid, entry, value)
+
+        req = next(self._req)
+        self.calls[req] = done
+        self._send_daemon((m.CALL, req, "wait_placement_group", (pg.id.hex(),)))
+        return ref
+
+    def wait_placement_group(self, pg_id: str, timeout: float) -> bool:
+        try:
+            return bool(self.call_daemon("wait_placement_group", pg_id, timeout=timeout))
+        except (TimeoutError, FuturesTimeout):
+            return False
+
+    def notify_daemon(self, method: str, *args: Any) -> None:
+        """A one-way request to the node daemon (ordered with this process's later calls)."""
+        self._send_daemon((m.NOTIFY, method, args))
 
     def call_daemon(self, method: str, *args: Any, timeout: float | None = 60) -> Any:
         return self.call(self.daemon, method, *args, timeout=timeout)

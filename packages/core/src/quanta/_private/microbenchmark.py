@@ -117,6 +117,18 @@ def run(rounds: int = 3, seconds: float = 2.0, only: list[str] | None = None) ->
                 seconds, results)
         del clients
     _actor_rows(want, rounds, seconds, results)
+    if want("placement group create/removal"):
+        from quanta.util.placement_group import placement_group, remove_placement_group
+
+        def pg_create_removal(num_pgs: int = 100) -> None:
+            pgs = [placement_group([{"CPU": 0.001}]) for _ in range(num_pgs)]
+            for pg in pgs:
+                pg.wait(timeout_seconds=30)
+            for pg in pgs:
+                remove_placement_group(pg)
+
+        _timeit("placement group create/removal", pg_create_removal, 100, rounds, seconds,
+                results)
     quanta.shutdown()
     return results
 

@@ -426,7 +426,7 @@ class NodeResources:
     Not thread-safe: one owner (the node's scheduler) serialises calls.
     """
 
-    __slots__ = ("_total", "_avail", "_gpu_ids", "_gpu_free")
+    __slots__ = ("_total", "_total_units", "_avail", "_gpu_ids", "_gpu_free")
 
     def __init__(self, total: ResourceSet, gpu_ids: list[int] | None = None) -> None:
         if not isinstance(total, ResourceSet):
@@ -443,7 +443,8 @@ class NodeResources:
                 raise ValueError(f"gpu_ids {ids} has {len(ids)} ids but the node has {n} GPUs")
             if len(set(ids)) != len(ids):
                 raise ValueError(f"gpu_ids {ids} has duplicates")
-        self._total = total
+        self._total: ResourceSet | None = total  # built from _total_units when None
+        self._total_units: dict[str, int] = dict(total._units)
         self._avail: dict[str, int] = dict(total._units)
         self._gpu_ids = ids
         self._gpu_free = [RESOURCE_UNIT] * n
@@ -453,6 +454,8 @@ class NodeResources:
     @property
     def total(self) -> ResourceSet:
         """Everything the node has."""
+        if self._total is None:
+            self._total = ResourceSet._from_units(self._total_units)
         return self._total
 
     @property
@@ -519,7 +522,7 @@ class NodeResources:
     def feasible(self, req: ResourceSet) -> bool:
         """True if ``req`` would fit on this node when nothing is allocated (otherwise it can
         never run here, whatever finishes)."""
-        total = self._total._units
+        total = self._total_units
         for name, u in req._units.items():
             if name == GPU:
                 whole, frac = divmod(u, RESOURCE_UNIT)
@@ -562,14 +565,34 @@ class NodeResources:
         already released."""
         self._check(alloc)
         avail = self._avail
+        total = self._total_units
         for name, u in alloc.resources._units.items():
             if name == CPU and alloc._cpus_released:
                 continue
-            avail[name] = avail.get(name, 0) + u
+            if name in total:  # a resource removed meanwhile (a placement group) stays gone
+                avail[name] = avail.get(name, 0) + u
         for i, u in alloc._gpu_units:
             self._gpu_free[i] += u
         alloc._released = True
         alloc._cpus_released = False
+
+    def add_resources(self, amounts: ResourceSet) -> None:
+        """Add ``amounts`` to the node's total and free resources (a placement group's
+        bundle resources, carved out of an allocation the group holds)."""
+        total = self._total_units
+        for name, u in amounts._units.items():
+            total[name] = total.get(name, 0) + u
+            self._avail[name] = self._avail.get(name, 0) + u
+        self._total = None
+
+    def remove_resources(self, names: list[str]) -> None:
+        """Remove the resources ``names`` entirely (allocations holding them keep their
+        numbers but give nothing back when released)."""
+        total = self._total_units
+        for name in names:
+            total.pop(name, None)
+            self._avail.pop(name, None)
+        self._total = None
 
     def release_cpus(self, alloc: Allocation) -> bool:
         """Lend ``alloc``'s CPUs back while its worker is blocked (in ``get``/``wait``); GPUs
@@ -610,4 +633,4 @@ class NodeResources:
             )
             + "}"
         )
-        return f"NodeResources(total={self._total!r}, available={avail})"
+        return f"NodeResources(total={self.total!r}, available={avail})"

@@ -2,7 +2,8 @@
 
 Importing this module is cheap: :mod:`importlib.metadata` is imported and the ``quanta`` entry
 points are loaded only on the first call of :func:`get_plugin_manager` (directly or through
-:func:`util_exports` / :func:`list_plugins`).
+:func:`util_exports` / :func:`list_plugins`). :func:`installed_plugins` reads the entry points
+without importing any plugin, for ``quanta plugins``.
 
 Environment variables, read when the manager is created:
 
@@ -29,10 +30,12 @@ from . import hookspecs
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "InstalledPlugin",
     "PluginInfo",
     "PluginLoadError",
     "QuantaPluginManager",
     "get_plugin_manager",
+    "installed_plugins",
     "list_plugins",
     "reset_plugin_manager",
     "util_exports",
@@ -46,7 +49,14 @@ logger = logging.getLogger(__name__)
 
 
 class PluginLoadError(RuntimeError):
-    """An entry-point plugin could not be imported or registered."""
+    """An entry-point plugin could not be imported or registered.
+
+    ``plugin`` is the entry point's name (the plugin's), when the error is about one plugin.
+    """
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
 
 
 @dataclass
@@ -57,6 +67,19 @@ class PluginInfo:
     distribution: str | None  # None for plugins registered in-process
     version: str | None
     hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InstalledPlugin:
+    """One installed ``quanta`` entry point, as found by :func:`installed_plugins`."""
+
+    name: str  # the entry point's key: the plugin's name
+    value: str  # what it points at, e.g. "my_pkg.plugin"
+    distribution: str | None  # None when importlib.metadata cannot tell
+    version: str | None
+    #: The environment variable that keeps the plugin manager from loading it
+    #: ("QUANTA_DISABLE_PLUGIN_AUTOLOAD", "QUANTA_BLOCK_PLUGINS" or "QUANTA_PLUGINS"), or None.
+    skipped_by: str | None = None
 
 
 class QuantaPluginManager(pluggy.PluginManager):
@@ -134,13 +157,35 @@ def _env_names(var: str) -> set[str]:
     return {n.strip() for n in os.environ.get(var, "").split(",") if n.strip()}
 
 
-def _load_entry_points(pm: QuantaPluginManager) -> None:
-    if os.environ.get("QUANTA_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _TRUE:
-        return
+def _autoload_disabled() -> bool:
+    return os.environ.get("QUANTA_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _TRUE
+
+
+def _skipped_by(name: str, allowed: set[str], blocked: set[str]) -> str | None:
+    """The variable that keeps entry point ``name`` from loading (autoload being on), or None."""
+    if name in blocked:
+        return "QUANTA_BLOCK_PLUGINS"
+    if allowed and name not in allowed:
+        return "QUANTA_PLUGINS"
+    return None
+
+
+def _entry_points() -> list[Any]:
     from importlib.metadata import entry_points  # deferred: costs import time
 
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _dist_of(ep: Any) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
+
+
+def _load_entry_points(pm: QuantaPluginManager) -> None:
+    if _autoload_disabled():
+        return
     allowed, blocked = _env_names("QUANTA_PLUGINS"), _env_names("QUANTA_BLOCK_PLUGINS")
-    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    eps = _entry_points()
     for missing in sorted(allowed - {ep.name for ep in eps}):
         logger.warning(
             "QUANTA_PLUGINS names %r, but no %r entry point has that name",
@@ -148,30 +193,31 @@ def _load_entry_points(pm: QuantaPluginManager) -> None:
             ENTRY_POINT_GROUP,
         )
     for ep in eps:
-        if ep.name in blocked or (allowed and ep.name not in allowed):
+        if _skipped_by(ep.name, allowed, blocked) is not None:
             continue
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "<unknown distribution>"
-        version = dist.version if dist is not None else None
+        dist_name, version = _dist_of(ep)
+        dist_name = dist_name or "<unknown distribution>"
         where = f"plugin {ep.name!r} ({ep.value}) from distribution {dist_name!r}"
         if pm.has_plugin(ep.name):
             other = pm.dist_info.get(ep.name, ("<in-process>", None))[0]
             raise PluginLoadError(
                 f"Cannot load {where}: the name {ep.name!r} is already taken "
                 f"by distribution {other!r}; block one with "
-                "QUANTA_BLOCK_PLUGINS"
+                "QUANTA_BLOCK_PLUGINS",
+                plugin=ep.name,
             )
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginLoadError(
                 f"Cannot import {where}: {type(exc).__name__}: {exc} "
-                f"(set QUANTA_BLOCK_PLUGINS={ep.name} to skip it)"
+                f"(set QUANTA_BLOCK_PLUGINS={ep.name} to skip it)",
+                plugin=ep.name,
             ) from exc
         try:
             pm.register(plugin, name=ep.name)
         except Exception as exc:
-            raise PluginLoadError(f"Cannot register {where}: {exc}") from exc
+            raise PluginLoadError(f"Cannot register {where}: {exc}", plugin=ep.name) from exc
         pm.dist_info[ep.name] = (dist_name, version)
 
 
@@ -250,3 +296,22 @@ def list_plugins() -> list[PluginInfo]:
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
         infos.append(PluginInfo(name, dist, version, hooks))
     return sorted(infos, key=lambda info: info.name)
+
+
+def installed_plugins() -> list[InstalledPlugin]:
+    """Describe every installed ``quanta`` entry point, sorted by name, importing none of them.
+
+    ``skipped_by`` names the environment variable that keeps the plugin manager from loading
+    one (``QUANTA_DISABLE_PLUGIN_AUTOLOAD``, ``QUANTA_BLOCK_PLUGINS`` or ``QUANTA_PLUGINS``,
+    as set now); ``None`` means the manager loads it. Each call reads the entry points afresh.
+    """
+    allowed, blocked = _env_names("QUANTA_PLUGINS"), _env_names("QUANTA_BLOCK_PLUGINS")
+    disabled = _autoload_disabled()
+    found = []
+    for ep in _entry_points():
+        dist, version = _dist_of(ep)
+        skipped_by = (
+            "QUANTA_DISABLE_PLUGIN_AUTOLOAD" if disabled else _skipped_by(ep.name, allowed, blocked)
+        )
+        found.append(InstalledPlugin(ep.name, ep.value, dist, version, skipped_by))
+    return found

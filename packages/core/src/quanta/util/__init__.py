@@ -6,6 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from quanta.util import scheduling_strategies as scheduling_strategies
+from quanta.util.placement_group import PlacementGroup as PlacementGroup
+from quanta.util.placement_group import get_current_placement_group as get_current_placement_group
+from quanta.util.placement_group import get_placement_group as get_placement_group
+from quanta.util.placement_group import placement_group as placement_group
+from quanta.util.placement_group import placement_group_table as placement_group_table
+from quanta.util.placement_group import remove_placement_group as remove_placement_group
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:

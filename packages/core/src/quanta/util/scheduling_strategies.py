@@ -17,7 +17,7 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Run in a bundle of a placement group (placement groups arrive with multi-node)."""
+    """Run in a bundle of a placement group (index -1: any of its bundles)."""
 
     def __init__(self, placement_group: Any, placement_group_bundle_index: int = -1,
                  placement_group_capture_child_tasks: bool | None = None) -> None:
@@ -26,8 +26,9 @@ class PlacementGroupSchedulingStrategy:
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
 
 
-def check_strategy(strategy: Any) -> str:
-    """Normalise a ``scheduling_strategy`` option to the string the scheduler uses."""
+def check_strategy(strategy: Any) -> Any:
+    """Normalise a ``scheduling_strategy`` option: the string the scheduler uses, or a
+    validated PlacementGroupSchedulingStrategy (see :func:`apply_strategy`)."""
     if strategy is None:
         return "DEFAULT"
     if isinstance(strategy, str):
@@ -40,6 +41,28 @@ def check_strategy(strategy: Any) -> str:
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return "DEFAULT"  # one node: every affinity is satisfied locally for now
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
-        raise ValueError("PlacementGroupSchedulingStrategy is not supported yet "
-                         "(placement groups arrive with multi-node clusters)")
+        from quanta.util.placement_group import PlacementGroup
+
+        pg = strategy.placement_group
+        if not isinstance(pg, PlacementGroup):
+            raise TypeError("PlacementGroupSchedulingStrategy(placement_group=...) must be a "
+                            f"PlacementGroup, got {type(pg).__name__}")
+        idx = strategy.placement_group_bundle_index
+        if type(idx) is not int or not -1 <= idx < pg.bundle_count:
+            raise ValueError(
+                f"placement_group_bundle_index must be -1 (any bundle) or 0..."
+                f"{pg.bundle_count - 1}, got {idx!r}")
+        return strategy
     raise TypeError(f"scheduling_strategy of type {type(strategy).__name__} is not supported")
+
+
+def apply_strategy(resources: dict[str, float], strategy: Any) -> tuple[dict[str, float], str]:
+    """(resource request, scheduler strategy string) for a checked strategy: a placement
+    group strategy turns the request into one on the group's bundle resources."""
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        from quanta._private.node.placement_groups import pg_request
+
+        pg = strategy.placement_group
+        return pg_request(resources, pg.id.hex(), strategy.placement_group_bundle_index), \
+            "DEFAULT"
+    return resources, strategy or "DEFAULT"

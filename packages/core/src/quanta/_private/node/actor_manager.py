@@ -51,7 +51,7 @@ class ActorRecord:
         "actor_id", "name", "namespace", "detached", "owner_conn", "owner_address", "job_id",
         "class_name", "meta", "handle_owner", "creation", "hold", "schedule", "max_restarts",
         "num_restarts", "state", "worker", "address", "reason", "subscribers", "pid",
-        "no_restart",
+        "no_restart", "kill_reason",
     )
 
     def __init__(self, info: dict[str, Any], owner_conn: Connection) -> None:
@@ -77,6 +77,7 @@ class ActorRecord:
         self.subscribers: set[Connection] = set()
         self.pid = 0
         self.no_restart = False
+        self.kill_reason = ""  # set by kill(no_restart=False): why the process went
 
     def public(self) -> dict[str, Any]:
         """What ``get_actor`` and ``list_actors`` see."""
@@ -131,7 +132,12 @@ class ActorManager:
         if rec is None or rec.state != DEPENDENCIES_UNREADY:
             return
         rec.creation = creation
-        if not self.d.resources.feasible(rec.schedule) or not self.d.resources.feasible(rec.hold):
+        pg_state = self.d._pg_state(rec.schedule)
+        if pg_state is not None and pg_state not in ("PENDING", "CREATED"):
+            self._dead(rec, pg_state)
+            return
+        if pg_state is None and (not self.d.resources.feasible(rec.schedule)
+                                 or not self.d.resources.feasible(rec.hold)):
             total = self.d.resources.total
             self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: it requires "
                        f"{rec.schedule!r} but the largest node in the cluster has {total!r}. "
@@ -225,6 +231,7 @@ class ActorManager:
             return
         unlimited = rec.max_restarts < 0
         if not rec.no_restart and (unlimited or rec.num_restarts < rec.max_restarts):
+            rec.kill_reason = ""
             rec.num_restarts += 1
             rec.state = RESTARTING
             rec.reason = "The actor's process died unexpectedly; it is being restarted."
@@ -234,6 +241,10 @@ class ActorManager:
             return
         if rec.no_restart:
             self._dead(rec, rec.reason or "The actor was killed.")
+        elif rec.kill_reason:
+            self._dead(rec, rec.kill_reason + (
+                f" Its max_restarts ({rec.max_restarts}) is used up, so it is not restarted."
+                if rec.max_restarts else " It has no restarts (max_restarts=0)."))
         elif rec.max_restarts:
             self._dead(rec, f"The actor's process died unexpectedly and it was already "
                        f"restarted {rec.num_restarts} time(s), its max_restarts.")
@@ -249,9 +260,17 @@ class ActorManager:
             rec.no_restart = True
             self._dead(rec, reason)
             return
-        rec.reason = reason
+        rec.kill_reason = reason
         if rec.worker is not None:
             self.d._kill_worker(rec.worker)
+
+    def fail_pending_in_pg(self, pg_id: str) -> None:
+        from quanta._private.node.placement_groups import pg_of_resource
+
+        for rec in list(self.pending):
+            if any(pg_of_resource(n) == pg_id for n in rec.schedule):
+                self._dead(rec, f"The actor died because its placement group {pg_id} was "
+                           "removed before it could be placed.")
 
     def owner_gone(self, conn: Connection) -> None:
         """A client closed: kill the actors it owned (not detached), drop its subscriptions."""

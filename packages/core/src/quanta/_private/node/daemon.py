@@ -44,6 +44,12 @@ from quanta._private import messages as m
 from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.control_store import ControlStore
 from quanta._private.node.object_store import ObjectStore
+from quanta._private.node.placement_groups import (
+    CREATED,
+    PENDING,
+    PlacementGroupManager,
+    pg_of_resource,
+)
 from quanta._private.node.storage import open_storage
 from quanta._private.resources import Allocation, NodeResources, ResourceSet
 from quanta._private.transport import Connection, ConnectionClosed, Reactor
@@ -184,12 +190,17 @@ class NodeDaemon:
         )
         self.zygote_sock = self._start_zygote()
         self.reactor = Reactor(self._dispatch)
+        if hasattr(self.control.storage, "on_dirty"):
+            self.control.storage.on_dirty = lambda: self.reactor.call_later(
+                0.005, self.control.storage.flush)
+            self.control.storage.flush()  # what start-up wrote before there was a reactor
         self.reactor.listen(self.address)
         self.zygote = Connection(self.zygote_sock, self.reactor)
         self.zygote.on_close.append(lambda c: self.shutdown())
         self.reactor.register(self.zygote)
         self.control.put_node(self.node_id, self.node_info())
         self.actors = ActorManager(self)
+        self.pgs = PlacementGroupManager(self)
         self.job_namespaces: dict[str, str] = {}
         self._handlers = {
             m.CALL: self._on_call,
@@ -246,6 +257,12 @@ class NodeDaemon:
 
     def _on_call(self, conn: Connection, msg: tuple) -> None:
         _, req, method, args = msg
+        if method == "wait_placement_group":  # answered when the group is created
+            ready = self.pgs.wait(conn, req, *args)
+            if ready is None:
+                return
+            conn.send((m.REPLY, req, True, ready))
+            return
         try:
             result = getattr(self, "rpc_" + method)(conn, *args)
         except Exception as e:  # noqa: BLE001 - errors travel back to the caller
@@ -315,6 +332,7 @@ class NodeDaemon:
                     pass
         if not self.stopping:
             self.actors.owner_gone(conn)
+            self.pgs.owner_gone(conn)
         # workers leased to a client that went away run orphaned tasks: stop them
         for w in list(self.workers.values()):
             if w.owner is conn:
@@ -362,7 +380,11 @@ class NodeDaemon:
         except (TypeError, ValueError) as e:
             conn.send((m.LEASE_FAIL, req, str(e), [res, strategy]))
             return
-        if not self.resources.feasible(request):
+        pg_state = self._pg_state(request)
+        if pg_state is not None and pg_state not in (PENDING, CREATED):
+            conn.send((m.LEASE_FAIL, req, pg_state, [res, strategy]))
+            return
+        if pg_state != PENDING and not self.resources.feasible(request):
             total = self.resources.total
             conn.send((m.LEASE_FAIL, req,
                        f"No node can ever run this task: it requires {request!r} but the "
@@ -376,7 +398,37 @@ class NodeDaemon:
             lr.queued = True
             conn.send((m.REPLY, req, True, "queued"))
 
+    def _pg_state(self, request: ResourceSet) -> str | None:
+        """None for a plain request; else the state of the placement group it draws on, or
+        why it cannot be used."""
+        for name in request:
+            pg_id = pg_of_resource(name)
+            if pg_id is not None:
+                state = self.pgs.state_of(pg_id)
+                if state in (PENDING, CREATED):
+                    return state
+                return (f"The placement group {pg_id} was removed (or never existed here), "
+                        "so nothing can be scheduled in it.")
+        return None
+
+    def fail_requests_of_pg(self, pg_id: str) -> None:
+        """A placement group was removed: fail the lease requests and actors waiting for it."""
+        keep = collections.deque()
+        for lr in self.requests:
+            if any(pg_of_resource(n) == pg_id for n in lr.resources):
+                try:
+                    lr.conn.send((m.LEASE_FAIL, lr.req, f"The placement group {pg_id} was "
+                                  "removed before this task could run in it.", lr.key_list))
+                except ConnectionClosed:
+                    pass
+            else:
+                keep.append(lr)
+        self.requests = keep
+        self.actors.fail_pending_in_pg(pg_id)
+
     def _schedule(self) -> None:
+        if self.pgs.pending:
+            self.pgs.schedule()
         if self.actors.pending:
             need = self.actors.schedule()
             # Actors each need a worker of their own: start them in parallel.
@@ -519,6 +571,7 @@ class NodeDaemon:
             "workers": len(self.workers),
             "idle_workers": len(self.idle),
             "pending_leases": [r.resources.to_dict() for r in self.requests],
+            "infeasible_placement_groups": self.pgs.infeasible(),
             "store": self.store.stats(),
             "jobs": self.control.jobs(),
         }
@@ -558,6 +611,24 @@ class NodeDaemon:
                   "no_restart=True." if no_restart else
                   "The actor was killed by quanta.kill() (ray.kill) with no_restart=False.")
         self.actors.kill(actor_id, no_restart, reason)
+
+    # --- placement groups ------------------------------------------------------------
+    def rpc_create_placement_group(self, conn: Connection, info: dict[str, Any]) -> None:
+        self.pgs.create(conn, info)
+
+    def rpc_remove_placement_group(self, conn: Connection, pg_id: str) -> None:
+        self.pgs.remove(pg_id)
+
+    # one-way forms: calls that cannot fail for the caller need no round trip
+    notify_create_placement_group = rpc_create_placement_group
+    notify_remove_placement_group = rpc_remove_placement_group
+
+    def rpc_get_named_placement_group(self, conn: Connection, name: str,
+                                      namespace: str) -> dict[str, Any]:
+        return self.pgs.get_named(name, namespace)
+
+    def rpc_placement_group_table(self, conn: Connection, pg_id: str | None) -> dict:
+        return self.pgs.table(pg_id)
 
     def rpc_shutdown(self, conn: Connection) -> None:
         self.reactor.call_later(0, self.shutdown)

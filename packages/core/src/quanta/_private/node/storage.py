@@ -2,15 +2,21 @@
 
 Two backends share one small interface: :class:`SqliteStorage` (the default: a file in the
 session directory, so a restarted head keeps its state without any extra server) and
-:class:`MemoryStorage` (tests, and ``--storage memory``). Writes are few (function exports,
-KV, jobs, nodes), so SQLite runs in WAL mode with ``synchronous=NORMAL``.
+:class:`MemoryStorage` (tests, and ``--storage memory``). SQLite runs in WAL mode with
+``synchronous=NORMAL``.
+
+Writes are *write-behind*: ``put`` and ``delete`` take effect for readers at once (a pending
+map is consulted first) and reach the file on ``flush()``, in one transaction. The daemon
+flushes a few milliseconds after the first unflushed write and when it stops, so bursts
+(hundreds of actors or placement groups a second) cost one commit instead of one each, and a
+crash loses at most those milliseconds of changes.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 
@@ -19,6 +25,7 @@ class Storage(Protocol):
     def get(self, table: str, key: bytes) -> bytes | None: ...
     def delete(self, table: str, key: bytes) -> bool: ...
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]: ...
+    def flush(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -40,6 +47,9 @@ class MemoryStorage:
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         return iter(list(self._tables.get(table, {}).items()))
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         self._tables.clear()
 
@@ -51,6 +61,8 @@ class SqliteStorage:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        self._pending: dict[tuple[str, bytes], bytes | None] = {}  # None: deleted
+        self.on_dirty: Callable[[], None] | None = None  # called on the first unflushed write
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -58,33 +70,66 @@ class SqliteStorage:
             "value BLOB NOT NULL, PRIMARY KEY (tbl, key))"
         )
 
-    def put(self, table: str, key: bytes, value: bytes) -> None:
+    def _stage(self, table: str, key: bytes, value: bytes | None) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO kv (tbl, key, value) VALUES (?, ?, ?)",
-                (table, key, value),
-            )
+            first = not self._pending
+            self._pending[(table, key)] = value
+        if first and self.on_dirty is not None:
+            self.on_dirty()
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._stage(table, bytes(key), bytes(value))
+
+    def _stored(self, table: str, key: bytes) -> bytes | None:
+        row = self._db.execute(
+            "SELECT value FROM kv WHERE tbl = ? AND key = ?", (table, key)
+        ).fetchone()
+        return None if row is None else row[0]
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT value FROM kv WHERE tbl = ? AND key = ?", (table, key)
-            ).fetchone()
-        return None if row is None else row[0]
+            if (table, key) in self._pending:
+                return self._pending[(table, key)]
+            return self._stored(table, key)
 
     def delete(self, table: str, key: bytes) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (table, key))
-        return cur.rowcount > 0
+        existed = self.get(table, key) is not None
+        if existed:
+            self._stage(table, bytes(key), None)
+        return existed
 
     def items(self, table: str) -> Iterator[tuple[bytes, bytes]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT key, value FROM kv WHERE tbl = ? ORDER BY key", (table,)
-            ).fetchall()
-        return iter(rows)
+            rows = dict(self._db.execute(
+                "SELECT key, value FROM kv WHERE tbl = ?", (table,)
+            ).fetchall())
+            for (tbl, key), value in self._pending.items():
+                if tbl != table:
+                    continue
+                if value is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = value
+        return iter(sorted(rows.items()))
+
+    def flush(self) -> None:
+        """Write every pending change in one transaction."""
+        with self._lock:
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            db = self._db
+            db.execute("BEGIN")
+            for (table, key), value in pending.items():
+                if value is None:
+                    db.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (table, key))
+                else:
+                    db.execute("INSERT OR REPLACE INTO kv (tbl, key, value) VALUES (?, ?, ?)",
+                               (table, key, value))
+            db.execute("COMMIT")
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             self._db.close()
 
