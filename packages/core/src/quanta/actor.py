@@ -245,12 +245,14 @@ class ActorHandle:
         return ActorID(self._quanta_actor_id)
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("_") and name != "__ray_ready__":
+        if name in ("_meta", "_quanta_actor_id", "_ref"):  # not set yet (while unpickling)
             raise AttributeError(name)
         spec = self._meta["methods"].get(name)
         if spec is None:
             if name == "__ray_ready__":
                 spec = _rebuild_spec(1, False, None, 0, False)
+            elif name.startswith("__"):
+                raise AttributeError(name)
             else:
                 raise AttributeError(
                     f"The actor {self._meta['class_name']} has no method {name!r}.")
@@ -362,8 +364,8 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 
 
 def exit_actor() -> None:
-    """End the current actor from inside one of its methods (no restart). The calling method
-    returns None; calls after it raise ActorDiedError."""
+    """End the current actor from inside one of its methods (no restart). The calling
+    method's ref and every later call raise ActorDiedError, as in Ray."""
     cw = current_core_worker()
     if getattr(cw, "actor_id", None) is None:
         raise TypeError("exit_actor() can only be called inside an actor's method.")

@@ -130,12 +130,16 @@ class ActorRuntime:
         if self.mode == "threaded":
             with self.lock:
                 fut = self.futures.get(task_id)
-                ident = self.threads.get(task_id)
-            if fut is not None and fut.cancel():
+                if fut is not None and fut.cancel():
+                    cancelled = True
+                else:
+                    cancelled = False
+                    ident = self.threads.get(task_id)
+                    if ident is not None:  # still running it: raise inside, under the lock
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(ident), ctypes.py_object(exc.TaskCancelledError))
+            if cancelled:
                 self._reply_cancelled(conn, task_id)
-            elif ident is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(exc.TaskCancelledError))
             return
 
         def cancel_task() -> None:
@@ -167,6 +171,8 @@ class ActorRuntime:
         if self.exiting is not None:
             ex._reply(conn, task_id, [self._dead_value()] * max(num_returns, 1), [])
             return
+        if self.mode == "sync":
+            self.cw.current_task_id = task_id
         try:
             fn = self._method(method)
             a, kw = ex._decode_args(conn, args, resolved)

@@ -68,8 +68,9 @@ def init(
 ) -> dict[str, Any]:
     """Start a node daemon for this machine (or connect to ``address``) and connect to it.
 
-    ``address``: None or ``""`` (unless ``QUANTA_ADDRESS`` or ``RAY_ADDRESS`` is set) or
-    ``"local"``: start a new node owned by this driver. ``"auto"``: connect to the cluster
+    ``address``: None or ``""`` (unless ``QUANTA_ADDRESS`` or ``RAY_ADDRESS`` is set): join
+    the node ``quanta start --head`` runs on this machine, else start a new node owned by this
+    driver, as ``"local"`` always does. ``"auto"``: connect to the cluster
     recorded by ``quanta start --head``. ``"unix:///path/node.sock"``, ``"host:port"`` or
     ``"tcp://host:port"``: connect to that node daemon. A driver that connects never stops
     the node: ``shutdown()`` only disconnects it.
@@ -345,7 +346,7 @@ def get_gpu_ids() -> list[int]:
 
 
 def remote(*args: Any, **options: Any) -> Any:
-    """``@remote`` or ``@remote(**options)`` on a function (actors arrive in a later issue)."""
+    """``@remote`` or ``@remote(**options)`` on a function (a task) or a class (an actor)."""
     from quanta.remote_function import RemoteFunction
 
     def wrap(target: Any) -> Any:

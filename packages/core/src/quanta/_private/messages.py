@@ -15,7 +15,8 @@ PUSH_TASK = 10       # (PUSH_TASK, spec_tuple): see TaskSpec.wire in core_worker
 CANCEL_TASK = 11     # (CANCEL_TASK, task_id, force, recursive)
 STEAL = 12           # (STEAL,): give back half of the tasks not started yet
 RELEASE_HELD = 13    # (RELEASE_HELD, [object_id]): refs nested in these returns may go
-ACTOR_CALL = 14      # (ACTOR_CALL, call_spec_tuple): see TaskSpec.actor_wire in core_worker
+ACTOR_CALL = 14      # (ACTOR_CALL, (task_id, method, args, resolved, num_returns,
+#                      generator, concurrency_group, attempt, job_id, fn_name)): actor_calls.py
 
 # --- worker -> owner ---------------------------------------------------------------------
 TASK_DONE = 20       # (TASK_DONE, task_id, [return_value], [contained_ids_per_return])

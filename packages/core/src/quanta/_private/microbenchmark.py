@@ -1,4 +1,5 @@
-"""``quanta microbenchmark``: the task and object workloads of Ray's ``ray microbenchmark``,
+"""``quanta microbenchmark``: the task, object, actor and placement-group workloads of Ray's
+``ray microbenchmark``,
 printed in the same shape (``<name> per second <mean> +- <stdev>``) so the two read side by
 side. Each workload runs a warm-up, then ``rounds`` timed rounds of about ``seconds`` each."""
 

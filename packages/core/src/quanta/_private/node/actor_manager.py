@@ -97,6 +97,7 @@ class ActorManager:
         self.actors: dict[str, ActorRecord] = {}
         self.named: dict[tuple[str, str], str] = {}  # (namespace, name) -> actor_id
         self.pending: list[ActorRecord] = []  # waiting for resources or a worker
+        self.early: dict[str, dict[str, Any]] = {}  # creations that came before registration
 
     # --- registration -------------------------------------------------------------------
     def register(self, conn: Connection, info: dict[str, Any]) -> dict[str, Any] | None:
@@ -120,8 +121,9 @@ class ActorManager:
         if name:
             self.named[key] = rec.actor_id
         rec.subscribers.add(conn)
-        if info.get("creation") is not None:
-            self.create(rec.actor_id, info["creation"])
+        creation = info.get("creation") or self.early.pop(rec.actor_id, None)
+        if creation is not None:
+            self.create(rec.actor_id, creation)
         else:
             self._save(rec)
         return None
@@ -129,7 +131,10 @@ class ActorManager:
     def create(self, actor_id: str, creation: dict[str, Any]) -> None:
         """The creator resolved the constructor's arguments: place the actor."""
         rec = self.actors.get(actor_id)
-        if rec is None or rec.state != DEPENDENCIES_UNREADY:
+        if rec is None:  # the creation overtook the registration (another connection order)
+            self.early[actor_id] = creation
+            return
+        if rec.state != DEPENDENCIES_UNREADY:
             return
         rec.creation = creation
         pg_state = self.d._pg_state(rec.schedule)
@@ -264,6 +269,10 @@ class ActorManager:
         if rec.worker is not None:
             self.d._kill_worker(rec.worker)
 
+    def owns_live_actors(self, conn: Connection) -> bool:
+        return any(rec.owner_conn is conn and not rec.detached and rec.state != DEAD
+                   for rec in self.actors.values())
+
     def fail_pending_in_pg(self, pg_id: str) -> None:
         from quanta._private.node.placement_groups import pg_of_resource
 
@@ -285,6 +294,7 @@ class ActorManager:
         rec.state = DEAD
         rec.reason = reason
         rec.address = ""
+        rec.creation = None  # its constructor arguments are not needed any more
         if rec in self.pending:
             self.pending.remove(rec)
         if rec.name and self.named.get((rec.namespace, rec.name)) == rec.actor_id:

@@ -367,6 +367,8 @@ class NodeDaemon:
                 break
             w = self.workers.get(wid)
             if w is not None and now - w.idle_since > IDLE_WORKER_TIMEOUT_S:
+                if w.conn is not None and self.actors.owns_live_actors(w.conn):
+                    continue  # its actors would die with it
                 self.idle.remove(wid)
                 self._kill_worker(w)
         if not self.stopping:
