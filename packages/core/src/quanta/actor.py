@@ -82,7 +82,8 @@ class ActorClass:
         self._class_id: bytes | None = None
         self._blob: bytes | None = None
         functools.update_wrapper(self, cls, updated=())
-        fns = {name: fn for name, fn in inspect.getmembers(cls, inspect.isfunction)
+        fns = {name: fn for name, fn in inspect.getmembers(
+                   cls, lambda f: inspect.isfunction(f) or inspect.ismethod(f))
                if name not in ("__init__", "__new__", "__del__", "__reduce__",
                                "__getstate__", "__setstate__")}
         self._fns = fns

@@ -47,7 +47,7 @@ class ActorState:
     """What this process knows of one actor it calls."""
 
     __slots__ = ("actor_id", "state", "address", "conn", "incarnation", "queue", "inflight",
-                 "reason", "creation", "class_name")
+                 "reason", "creation", "class_name", "restartable")
 
     def __init__(self, actor_id: str, class_name: str) -> None:
         self.actor_id = actor_id
@@ -60,6 +60,7 @@ class ActorState:
         self.inflight: dict[bytes, Any] = {}
         self.reason = ""
         self.creation: Any = None  # owner: the creation TaskSpec, pinning the args
+        self.restartable = False  # owner: keep the args pinned after creation (re-runs)
 
 
 def actor_died_error(st: ActorState) -> exc.ActorDiedError:
@@ -92,6 +93,7 @@ class ActorCallsMixin:
         handle_ref = None
         st = ActorState(actor_id, class_name)
         st.creation = spec
+        st.restartable = info.get("max_restarts", 0) != 0
         creation = dict(runtime, actor_id=actor_id, class_id=class_id, class_name=class_name,
                         job_id=self.job_id, owner_address=self.address)
         info = dict(info, actor_id=actor_id, owner_address=self.address, job_id=self.job_id,
@@ -217,6 +219,9 @@ class ActorCallsMixin:
                         "was running, so it may or may not have run; set max_task_retries to "
                         "retry such calls.")))
         if state == ALIVE:
+            if st.creation is not None and not st.restartable:
+                self._unpin(st.creation)  # the constructor will not run again
+                st.creation = None
             st.address = address
             try:
                 st.conn = self.peer(address)

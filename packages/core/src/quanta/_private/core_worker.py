@@ -236,6 +236,9 @@ class CoreWorker(ActorCallsMixin):
         )
         self.reactor.start_thread(f"quanta-{mode}-reactor")
         self.daemon = self.reactor.connect(daemon_address)
+        # Refs that arrive through the daemon (actor constructor arguments) come from a third
+        # party: their borrows are acknowledged by the owner before they are used.
+        self.daemon.peer = daemon_address
         self.daemon.on_close.append(self._on_daemon_closed)
         self.reactor.call_soon_threadsafe(self._tick)
         self._handlers = {
