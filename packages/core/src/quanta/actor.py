@@ -104,7 +104,7 @@ class ActorClass:
 
     def _meta(self, opts: dict[str, Any]) -> dict[str, Any]:
         key = (opts.get("max_task_retries"), repr(opts.get("retry_exceptions")),
-               opts.get("max_pending_calls"))
+               opts.get("max_pending_calls"), opts.get("max_concurrency"))
         meta = self._meta_cache.get(key)
         if meta is None:
             meta = {
@@ -113,6 +113,9 @@ class ActorClass:
                 "is_async": self._is_async,
                 "max_pending_calls": opts.get("max_pending_calls") or -1,
                 "groups": sorted(opts.get("concurrency_groups") or ()),
+                # how many calls may run at once (ActorPool reads it)
+                "max_concurrency": opts.get("max_concurrency") or (
+                    1000 if self._is_async else 1),
             }
             self._meta_cache[key] = meta
         return meta
