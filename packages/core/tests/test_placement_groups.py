@@ -588,10 +588,6 @@ def test_group_made_by_task_outlives_the_task(quanta_node):
     remove_placement_group(pg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a placement group created inside a task is owned by that worker's connection, so "
-    "it is removed when the worker process exits (killed, or reaped when idle); Ray scopes it "
-    "to the job (driver)"))
 def test_group_made_by_task_survives_its_worker_exiting(quanta_node, helpers):
     @ray.remote
     def make():
@@ -609,10 +605,6 @@ def test_group_made_by_task_survives_its_worker_exiting(quanta_node, helpers):
 # --------------------------------------------------------------------------------------
 # known bugs
 # --------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pg_request() asks an indexed task for CPU_group_<i>_<pg> only and a -1 task for "
-    "CPU_group_<pg> only, so the two pools are counted apart: a 1-CPU bundle runs one task "
-    "by index and one by -1 at the same time (Ray asks an indexed task for both)"))
 def test_indexed_and_any_bundle_tasks_share_the_bundle(quanta_node):
     pg = placement_group([{"CPU": 1}])
     assert pg.wait(10)
@@ -645,10 +637,6 @@ def test_gpu_ids_assigned_inside_bundle(quanta_node):
     assert visible == str(ids[0])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pg_of_resource() takes any resource whose name contains '_group_' for a placement "
-    "group resource, so a user resource such as 'my_group_x' fails as 'placement group x "
-    "was removed'"))
 @pytest.mark.parametrize("quanta_node", [{"resources": {"my_group_x": 1}}], indirect=True)
 def test_custom_resource_named_like_a_group(quanta_node):
     ref = pid_task.options(resources={"my_group_x": 1}).remote()

@@ -319,11 +319,6 @@ def test_concurrent_writers_and_flushes(path):
     assert dirty  # at least one batch announced
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: SqliteStorage.flush() swaps the pending map out before writing and has no "
-    "rollback: when a write fails (SQLITE_BUSY, disk full) the batch vanishes for readers "
-    "too and the connection stays inside the open transaction, so every later flush fails "
-    "with 'cannot start a transaction within a transaction'"))
 def test_failed_flush_keeps_writes_and_recovers(path):
     s = SqliteStorage(path)
     s._db.execute("PRAGMA busy_timeout=0")  # fail at once instead of after 5 s

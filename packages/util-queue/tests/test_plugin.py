@@ -73,10 +73,6 @@ def test_attribute_access_in_a_fresh_process():
     assert proc.stdout.split() == ["quanta_util_queue.queue", "Queue", "Empty", "Full"]
 
 
-@pytest.mark.xfail(
-    raises=AssertionError, strict=False,
-    reason="core: quanta.util has no import hook, so `from quanta.util.queue import ...` cannot "
-           "find a plugin-published module (quanta.util.queue as an attribute works)")
 def test_from_import_in_a_fresh_process():
     proc = _fresh_python("""
         from quanta.util.queue import Empty, Full, Queue

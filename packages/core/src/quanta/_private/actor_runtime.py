@@ -183,7 +183,7 @@ class ActorRuntime:
             values, contained = ex._encode_returns(task_id, result, num_returns, fn_name)
         except exc.TaskCancelledError:
             raise
-        except ActorExit:
+        except (ActorExit, SystemExit):  # sys.exit() in a method ends the actor, as in Ray
             self._exit(conn, task_id, num_returns)
             return
         except BaseException as e:  # noqa: BLE001 - the call's error is its result
@@ -246,7 +246,7 @@ class ActorRuntime:
         except asyncio.CancelledError:
             self._reply_cancelled(conn, task_id)
             return
-        except ActorExit:
+        except (ActorExit, SystemExit):  # sys.exit() in a method ends the actor, as in Ray
             self._exit(conn, task_id, num_returns)
             return
         except BaseException as e:  # noqa: BLE001

@@ -901,7 +901,7 @@ class CoreWorker(ActorCallsMixin):
             entry = self.objects[oid]
             if entry.value is None:
                 def cb():
-                    threading.Thread(target=resolve, daemon=True).start()
+                    _future_pool().submit(resolve)
                 entry.waiters = (entry.waiters or []) + [cb]
                 self._ensure_fetch(oid, entry)
                 return fut
@@ -1467,6 +1467,21 @@ def _import_path() -> list[str]:
 
 
 _error_value = serialization.error_value
+_pool_lock = threading.Lock()
+_resolver_pool = None
+
+
+def _future_pool():
+    """A few threads that decode values for ``ObjectRef.future()`` (decoding may block, so
+    it stays off the reactor thread), instead of a thread per pending ref."""
+    global _resolver_pool
+    if _resolver_pool is None:
+        with _pool_lock:
+            if _resolver_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _resolver_pool = ThreadPoolExecutor(4, thread_name_prefix="quanta-future")
+    return _resolver_pool
 
 
 class _Source:

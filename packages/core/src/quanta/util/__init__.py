@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+from importlib.machinery import ModuleSpec
 from typing import Any
 
 from quanta.util import scheduling_strategies as scheduling_strategies
@@ -42,3 +45,44 @@ def __getattr__(name: str) -> Any:
             f"quanta.util.{name} is provided by the {_PROVIDERS[name]} package, which is not "
             f"installed: pip install {_PROVIDERS[name]}")
     raise AttributeError(f"module 'quanta.util' has no attribute {name!r}")
+
+
+class _PublishedModuleFinder:
+    """Lets ``import quanta.util.<name>`` (and ``from quanta.util.<name> import X``) find a
+    module that a plugin publishes through ``quanta_util_exports``, as Ray users write
+    ``from ray.util.queue import Queue``. A name listed in ``_PROVIDERS`` whose package is
+    missing raises ``ModuleNotFoundError`` naming the package to install."""
+
+    _PREFIX = "quanta.util."
+
+    @classmethod
+    def _published(cls, fullname: str) -> Any:
+        name = fullname[len(cls._PREFIX):]
+        if not fullname.startswith(cls._PREFIX) or "." in name:
+            return None
+        from quanta.plugins.manager import util_exports
+
+        obj = util_exports().get(name)
+        if isinstance(obj, types.ModuleType):
+            return obj
+        if obj is None and name in _PROVIDERS:
+            raise ModuleNotFoundError(
+                f"{fullname} is provided by the {_PROVIDERS[name]} package, which is not "
+                f"installed: pip install {_PROVIDERS[name]}", name=fullname)
+        return None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if not fullname.startswith(self._PREFIX):
+            return None
+        return None if self._published(fullname) is None else ModuleSpec(fullname, self)
+
+    def create_module(self, spec: Any) -> Any:
+        module = self._published(spec.name)
+        spec.loader_state = module.__spec__  # the import system overwrites __spec__
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__ = module.__spec__.loader_state
+
+
+sys.meta_path.append(_PublishedModuleFinder())

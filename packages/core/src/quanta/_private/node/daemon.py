@@ -138,11 +138,14 @@ def _zygote(sock: socket.socket, worker_args: dict[str, Any]) -> None:
         if msg is None:
             os._exit(0)
         worker_id = msg
+        zygote_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != zygote_pid:  # the zygote died before the signal was armed
+                os._exit(0)
             try:
                 worker_main.run_worker(worker_id=worker_id, **worker_args)
             finally:
@@ -641,12 +644,13 @@ class NodeDaemon:
         if self.stopping:
             return
         self.stopping = True
-        for w in self.workers.values():
-            self._kill_worker(w)
-        try:
+        try:  # first the zygote, so that no new worker appears
             os.kill(self.zygote_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for w in self.workers.values():
+            self._kill_worker(w)
+        _kill_group_members()
         try:
             self.store.destroy()
         except Exception:  # noqa: BLE001 - best effort while exiting
@@ -710,6 +714,43 @@ class NodeDaemon:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _group_members() -> list[int]:
+    """Other processes of this daemon's process group (its zygote and workers, also those
+    whose pid it has not learnt yet)."""
+    me = os.getpid()
+    pgid = os.getpgid(0)
+    if pgid != me:  # not a group of our own (a daemon run in the foreground): leave it
+        return []
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def _kill_group_members(timeout: float = 2.0) -> None:
+    """SIGKILL the rest of the process group and wait (briefly) until they are gone, so that
+    none binds a socket in the session directory after it is deleted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = _group_members()
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ and gives the reservation back. Groups of a driver that exits are removed unless
 from __future__ import annotations
 
 import pickle
+import re
 from typing import TYPE_CHECKING, Any
 
 from quanta._private import messages as m
@@ -37,11 +38,16 @@ BUNDLE_MARKER = "bundle"
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
+_GROUP_RESOURCE = re.compile(r"^.+_group_(?:\d+_)?([0-9a-f]{28})$")
+
+
 def pg_of_resource(name: str) -> str | None:
-    """The placement group id a resource name belongs to, or None for a plain resource."""
+    """The placement group id a resource name belongs to, or None for a plain resource
+    (a user's own resource may contain ``_group_``; a group's ends in its 28-digit id)."""
     if "_group_" not in name:
         return None
-    return name.rsplit("_", 1)[-1]
+    match = _GROUP_RESOURCE.match(name)
+    return match.group(1) if match else None
 
 
 def bundle_resources(pg_id: str, bundles: list[dict[str, float]]) -> ResourceSet:
@@ -188,10 +194,14 @@ class PlacementGroupManager:
         d._schedule()
 
     def owner_gone(self, conn: Connection) -> None:
+        """A client closed. A group belongs to its job, as in Ray: when the job's driver
+        goes, its groups (not detached) are removed, wherever in the job they were made."""
+        peer = conn.peer if isinstance(conn.peer, tuple) else (None, None)
         for rec in list(self.groups.values()):
-            if rec.creator is conn and not rec.detached and rec.state != REMOVED:
-                self.remove(rec.pg_id)
             rec.waiters = [(c, r) for c, r in rec.waiters if c is not conn]
+            if (peer[0] == "driver" and rec.job_id == peer[1] and not rec.detached
+                    and rec.state != REMOVED):
+                self.remove(rec.pg_id)
 
     # --- queries --------------------------------------------------------------------------
     def wait(self, conn: Connection, req: int, pg_id: str) -> bool | None:
@@ -240,7 +250,12 @@ class PlacementGroupManager:
 def pg_request(resources: dict[str, float], pg_id: str, bundle_index: int) -> dict[str, float]:
     """Rewrite a task's or actor's resource request to draw on a placement group's bundle
     (``bundle_index`` -1: any bundle)."""
-    where = f"{bundle_index}_{pg_id}" if bundle_index >= 0 else pg_id
-    out = {f"{name}_group_{where}": amount for name, amount in resources.items() if amount}
-    out[f"{BUNDLE_MARKER}_group_{where}"] = 1 / RESOURCE_UNIT * 10
+    marker = 10 / RESOURCE_UNIT
+    out = {f"{name}_group_{pg_id}": amount for name, amount in resources.items() if amount}
+    out[f"{BUNDLE_MARKER}_group_{pg_id}"] = marker
+    if bundle_index >= 0:  # an indexed request draws on its bundle *and* the group's total
+        where = f"{bundle_index}_{pg_id}"
+        out.update({f"{name}_group_{where}": amount
+                    for name, amount in resources.items() if amount})
+        out[f"{BUNDLE_MARKER}_group_{where}"] = marker
     return out

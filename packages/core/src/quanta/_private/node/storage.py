@@ -117,16 +117,23 @@ class SqliteStorage:
         with self._lock:
             if not self._pending:
                 return
-            pending, self._pending = self._pending, {}
             db = self._db
-            db.execute("BEGIN")
-            for (table, key), value in pending.items():
-                if value is None:
-                    db.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (table, key))
-                else:
-                    db.execute("INSERT OR REPLACE INTO kv (tbl, key, value) VALUES (?, ?, ?)",
-                               (table, key, value))
-            db.execute("COMMIT")
+            try:
+                db.execute("BEGIN")
+                for (table, key), value in self._pending.items():
+                    if value is None:
+                        db.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (table, key))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO kv (tbl, key, value) VALUES (?, ?, ?)",
+                            (table, key, value))
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                # Keep the writes pending (readers still see them) and retry next flush.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            self._pending = {}
 
     def close(self) -> None:
         self.flush()
