@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import quanta
 import quanta_util_queue
 import quanta_util_queue.plugin
