@@ -284,9 +284,6 @@ def test_process_exit_in_method_without_restarts(quanta_node, helpers):
     assert helpers.wait_until(lambda: not helpers.pid_alive(pid), 10)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sys.exit() in an actor method is returned as a "
-                   "RayTaskError(SystemExit) and the actor lives on; Ray (and Quanta tasks) "
-                   "end the worker, so the actor is dead")
 def test_sys_exit_in_method_ends_actor(quanta_node, helpers):
     import sys
 

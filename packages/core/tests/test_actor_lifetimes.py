@@ -218,9 +218,6 @@ def test_handle_returned_by_task(quanta_node, helpers):
     assert _gone(helpers, pid)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: get_runtime_context().current_actor makes an "
-                   "uncounted handle (ref None): returned to the driver it does not keep the "
-                   "actor alive once the driver drops its original handle")
 def test_handle_from_current_actor_keeps_actor_alive(quanta_node, helpers):
     @ray.remote
     class Selfie:

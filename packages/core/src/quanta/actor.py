@@ -163,6 +163,7 @@ class ActorClass:
             "namespace": namespace,
             "name": opts.get("name"),
             "meta": meta,
+            "detached": info["detached"],
         }
         actor_id, ref, existing = cw.create_actor(
             class_id=class_id, class_name=self._cls.__name__, args=args, kwargs=kwargs,

@@ -50,7 +50,12 @@ class RuntimeContext:
             raise RuntimeError("current_actor is only available inside an actor.")
         from quanta.actor import ActorHandle
 
-        return ActorHandle(self._cw.actor_id, self._cw.actor_meta, None)
+        cw = self._cw
+        owner = getattr(cw, "actor_handle_owner", None)
+        ref = None
+        if owner:  # a counted handle, like any other: returning it keeps the actor alive
+            ref = cw.borrow_handle_ref({"actor_id": cw.actor_id, "handle_owner": owner})
+        return ActorHandle(cw.actor_id, cw.actor_meta, ref)
 
     @property
     def job_id(self) -> str:
