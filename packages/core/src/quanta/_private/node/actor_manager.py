@@ -141,8 +141,8 @@ class ActorManager:
         if pg_state is not None and pg_state not in ("PENDING", "CREATED"):
             self._dead(rec, pg_state)
             return
-        if pg_state is None and (not self.d.resources.feasible(rec.schedule)
-                                 or not self.d.resources.feasible(rec.hold)):
+        if pg_state != "PENDING" and (not self.d.resources.feasible(rec.schedule)
+                                      or not self.d.resources.feasible(rec.hold)):
             total = self.d.resources.total
             self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: it requires "
                        f"{rec.schedule!r} but the largest node in the cluster has {total!r}. "

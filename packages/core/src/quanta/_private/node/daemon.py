@@ -195,7 +195,7 @@ class NodeDaemon:
         self.reactor = Reactor(self._dispatch)
         if hasattr(self.control.storage, "on_dirty"):
             self.control.storage.on_dirty = lambda: self.reactor.call_later(
-                0.005, self.control.storage.flush)
+                0.005, self._flush_storage)
             self.control.storage.flush()  # what start-up wrote before there was a reactor
         self.reactor.listen(self.address)
         self.zygote = Connection(self.zygote_sock, self.reactor)
@@ -402,6 +402,17 @@ class NodeDaemon:
         if not lr.queued and lr in self.requests:
             lr.queued = True
             conn.send((m.REPLY, req, True, "queued"))
+
+    def _flush_storage(self) -> None:
+        """Write the control store's pending changes; on failure (locked or full disk) keep
+        them and try again shortly, without taking the node down."""
+        try:
+            self.control.storage.flush()
+        except Exception as e:  # noqa: BLE001 - sqlite3.Error, OSError
+            print(f"quanta node: writing the control store failed ({e}); retrying",
+                  file=sys.stderr, flush=True)
+            if not self.stopping:
+                self.reactor.call_later(1.0, self._flush_storage)
 
     def _pg_state(self, request: ResourceSet) -> str | None:
         """None for a plain request; else the state of the placement group it draws on, or
