@@ -43,7 +43,8 @@ def __getattr__(name: str) -> Any:
     if name in _PROVIDERS:
         raise ImportError(
             f"quanta.util.{name} is provided by the {_PROVIDERS[name]} package, which is not "
-            f"installed: pip install {_PROVIDERS[name]}")
+            f"installed (or its plugin is disabled or blocked, see QUANTA_DISABLE_PLUGIN_"
+            f"AUTOLOAD and QUANTA_BLOCK_PLUGINS): pip install {_PROVIDERS[name]}")
     raise AttributeError(f"module 'quanta.util' has no attribute {name!r}")
 
 
@@ -68,7 +69,8 @@ class _PublishedModuleFinder:
         if obj is None and name in _PROVIDERS:
             raise ModuleNotFoundError(
                 f"{fullname} is provided by the {_PROVIDERS[name]} package, which is not "
-                f"installed: pip install {_PROVIDERS[name]}", name=fullname)
+                f"installed (or its plugin is disabled or blocked): pip install "
+                f"{_PROVIDERS[name]}", name=fullname)
         return None
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
