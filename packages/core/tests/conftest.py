@@ -39,7 +39,14 @@ def pid_alive(pid: int) -> bool:
         return False
     # state is the field after the parenthesised command name
     state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
+    if state not in ("Z", "X"):
+        return True
+    # A killed multi-threaded process shows its main thread as a zombie while the other
+    # threads are still exiting and its sockets are still open: dead once they are gone.
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def descendants(pid: int) -> set[int]:

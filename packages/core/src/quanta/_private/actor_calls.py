@@ -319,7 +319,12 @@ class ActorCallsMixin:
                     spec.num_returns, spec.generator, spec.group, spec.attempt, job_id,
                     spec.fn_name)))
             except ConnectionClosed:
-                return  # the actor's death arrives as ACTOR_STATE
+                # Never delivered: back to the front, to go to the actor's next incarnation
+                # (its death arrives as ACTOR_STATE).
+                del st.inflight[spec.task_id]
+                spec.incarnation = None
+                queue.appendleft(spec)
+                return
 
     def _actor_cancel(self, spec: Any, force: bool, recursive: bool) -> None:
         """Lock held."""

@@ -112,7 +112,7 @@ class ActorRuntime:
         if self.mode == "sync":
             with self.ex.lock:
                 self.ex.pending[spec[0]] = (conn, spec)
-            self.ex.queue.put(spec[0])
+            self.ex.enqueue(spec[0])
         elif self.mode == "threaded":
             pool = self._pool(self._group(spec))
             with self.lock:

@@ -42,14 +42,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 from quanta import exceptions as exc
 from quanta._private import ids, serialization, shm_store
 from quanta._private import messages as m
 from quanta._private.actor_calls import HANDLE_SUFFIX, ActorCallsMixin
-from quanta._private.transport import Connection, ConnectionClosed, Reactor
+from quanta._private.transport import Connection, ConnectionClosed, Reactor, Waiter
 from quanta.object_ref import ObjectRef, ObjectRefGenerator
 
 logger = logging.getLogger("quanta")
@@ -331,18 +330,23 @@ class CoreWorker(ActorCallsMixin):
 
     def call(self, conn: Connection, method: str, *args: Any, timeout: float | None = 60) -> Any:
         """Send a CALL and wait for its REPLY. Never from the reactor thread."""
-        fut: Future = Future()
+        waiter = Waiter()
         req = next(self._req)
+        box: list = []
 
         def done(ok: bool, result: Any) -> None:
-            if ok:
-                fut.set_result(result)
-            else:
-                fut.set_exception(result)
+            box.append((ok, result))
+            waiter.set()
 
         self.calls[req] = done
         conn.send((m.CALL, req, method, args))
-        return fut.result(timeout)
+        if not self.reactor.run_until(waiter, timeout):
+            self.calls.pop(req, None)
+            raise TimeoutError(f"no reply to {method!r} within {timeout} s")
+        ok, result = box[0]
+        if not ok:
+            raise result
+        return result
 
     def current_namespace(self) -> str:
         """The namespace of the job this process works for (named actors live in one)."""
@@ -381,7 +385,7 @@ class CoreWorker(ActorCallsMixin):
     def wait_placement_group(self, pg_id: str, timeout: float) -> bool:
         try:
             return bool(self.call_daemon("wait_placement_group", pg_id, timeout=timeout))
-        except (TimeoutError, FuturesTimeout):
+        except TimeoutError:
             return False
 
     def notify_daemon(self, method: str, *args: Any) -> None:
@@ -434,7 +438,7 @@ class CoreWorker(ActorCallsMixin):
                     batch[owner] = [oid]
                 return
         source = _source.get()
-        if source is None or source == owner or threading.get_ident() == self.reactor.thread_id:
+        if source is None or source == owner or self.reactor.is_leader():
             batch = _source.batch()
             if batch is not None:
                 batch.setdefault(owner, []).append(oid)
@@ -445,14 +449,12 @@ class CoreWorker(ActorCallsMixin):
             conn = self.peer(owner)
         except OSError:
             return  # owner gone: get() will report OwnerDiedError
-        fut: Future = Future()
+        waiter = Waiter()
         req = next(self._req)
-        self.calls[req] = lambda ok, res: fut.set_result(None)
+        self.calls[req] = lambda ok, res: waiter.set()
         conn.send((m.BORROW_ADD, [oid], req))
-        try:
-            fut.result(10)
-        except Exception:  # noqa: BLE001 - an unreachable owner surfaces on get()
-            pass
+        if not self.reactor.run_until(waiter, 10):  # an unreachable owner surfaces on get()
+            self.calls.pop(req, None)
 
     def _send_borrow_adds(self, batch: dict[str, list[bytes]]) -> None:
         for owner, oids in batch.items():
@@ -730,7 +732,7 @@ class CoreWorker(ActorCallsMixin):
                     fetch: bool = True) -> set[bytes]:
         """Block until ``num`` of ``oids`` have values (or timeout). Returns the ready set."""
         ready: set[bytes] = set()
-        event = threading.Event()
+        event = Waiter()
         counter = [0]
         callbacks: list = []
         with self.lock:
@@ -762,7 +764,7 @@ class CoreWorker(ActorCallsMixin):
         if blocked:
             self.on_blocked(True)
         try:
-            event.wait(timeout)
+            self.reactor.run_until(event, timeout)
         finally:
             if blocked:
                 self.on_blocked(False)
@@ -846,7 +848,7 @@ class CoreWorker(ActorCallsMixin):
         long list whose objects complete roughly in order."""
         deadline = None if timeout is None else time.monotonic() + timeout
         objects = self.objects
-        event = threading.Event()
+        event = Waiter()
         fetched = False
         blocked = self.on_blocked is not None and self.current_task_id is not None
         try:
@@ -876,7 +878,7 @@ class CoreWorker(ActorCallsMixin):
                 else:
                     blocked_now = False
                 try:
-                    event.wait(left)
+                    self.reactor.run_until(event, left)
                 finally:
                     if blocked_now:
                         self.on_blocked(False)
@@ -1181,7 +1183,7 @@ class CoreWorker(ActorCallsMixin):
         def arm() -> None:
             self.reactor.call_later(LEASE_LINGER_S, lambda: self._linger_done(ks, lease, token))
 
-        if threading.get_ident() == self.reactor.thread_id:
+        if self.reactor.is_leader():
             arm()
         else:
             self.reactor.call_soon_threadsafe(arm)
@@ -1369,7 +1371,7 @@ class CoreWorker(ActorCallsMixin):
 
     def next_generator_item(self, task_id: bytes, index: int,
                             timeout: float | None) -> ObjectRef | None:
-        event = threading.Event()
+        event = Waiter()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self.lock:
@@ -1391,7 +1393,7 @@ class CoreWorker(ActorCallsMixin):
                 self.on_blocked(True)
             try:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not event.wait(remaining):
+                if not self.reactor.run_until(event, remaining):
                     raise exc.GetTimeoutError("timed out waiting for the next generator item")
             finally:
                 if blocked:

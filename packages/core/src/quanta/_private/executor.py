@@ -24,7 +24,7 @@ from quanta._private import messages as m
 from quanta._private import serialization
 from quanta._private.actor_runtime import ActorRuntime
 from quanta._private.core_worker import ArgRef, CoreWorker, _error_value, _source
-from quanta._private.transport import Connection, ConnectionClosed
+from quanta._private.transport import Connection, ConnectionClosed, Waiter
 
 
 def _extend_import_path(path: list[str]) -> None:
@@ -43,6 +43,7 @@ class Executor:
         self.cw = cw
         self.pending: dict[bytes, tuple[Connection, tuple]] = {}
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._work = Waiter()  # set whenever something is queued for the main thread
         self.running: bytes | None = None
         self.cancel_target: bytes | None = None
         self.lock = threading.Lock()
@@ -60,7 +61,7 @@ class Executor:
             spec = msg[1]
             with self.lock:
                 self.pending[spec[0]] = (conn, spec)
-            self.queue.put(spec[0])
+            self.enqueue(spec[0])
         elif kind == m.ACTOR_CALL:
             self.actor.on_call(conn, msg[1])
         elif kind == m.CANCEL_TASK:
@@ -70,7 +71,7 @@ class Executor:
                 self._cancel(conn, msg[1], msg[2], msg[3])
         elif kind == m.ACTOR_CREATE:
             self.actor = ActorRuntime(self, msg[1])
-            self.queue.put(self.actor.construct)
+            self.enqueue(self.actor.construct)
         elif kind == m.STEAL:
             with self.lock:
                 mine = [t for t, (c, _) in self.pending.items() if c is conn]
@@ -79,6 +80,11 @@ class Executor:
                     del self.pending[t]
             if give:
                 conn.send((m.REQUEUE, give))
+
+    def enqueue(self, item: bytes | Any) -> None:
+        """Give the main thread a task id to run, or a callable to call."""
+        self.queue.put(item)
+        self._work.set()
 
     def _cancel(self, conn: Connection, task_id: bytes, force: bool, recursive: bool) -> None:
         with self.lock:
@@ -125,9 +131,19 @@ class Executor:
 
     # --- main thread ------------------------------------------------------------------
     def run_forever(self) -> None:
-        get = self.queue.get
+        """Run queued work forever. While idle, the main thread itself polls the connections
+        (``Reactor.run_until``), so a pushed task or call is read and started on this thread
+        without a hand-off from the reactor thread."""
+        q = self.queue
+        get = q.get_nowait
         pending = self.pending
+        work = self._work
+        run_until = self.cw.reactor.run_until
         while True:
+            work.clear()
+            if q.empty():
+                run_until(work)
+                continue
             task_id = get()
             if type(task_id) is not bytes:
                 task_id()  # work for the main thread: an actor's constructor

@@ -22,16 +22,20 @@ Addresses are ``unix:///path/to/socket`` or ``tcp://host:port``.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import os
 import pickle
 import selectors
+import signal
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from quanta._private.wake_timer import WakeTimer
 
 _HEADER = struct.Struct("<I")
 _RECV_SIZE = 1 << 18
@@ -40,6 +44,62 @@ _loads = pickle.loads
 _PROTOCOL = 5
 
 Handler = Callable[["Connection", tuple], None]
+
+
+_GUARDED = {signal.SIGINT}
+
+
+class Waiter:
+    """A one-shot flag a thread blocks on, set from any thread (lighter than an Event).
+
+    ``set`` marks it and wakes the waiting thread; ``clear`` re-arms it for reuse by the same
+    thread. :meth:`Reactor.run_until` also wakes it to pass the reactor's lead (``granted``).
+    """
+
+    __slots__ = ("_lock", "flag", "granted", "ident")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.flag = False
+        self.granted = False
+        self.ident: int | None = None
+
+    def set(self) -> None:
+        self.flag = True
+        self.wake()
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def clear(self) -> None:
+        self.flag = False
+        self._lock.acquire(False)
+
+    def wake(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already woken and not consumed yet
+            pass
+
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until woken or ``timeout``; wake-ups may be spurious (callers re-check)."""
+        if timeout is None:
+            self._lock.acquire()
+        else:
+            self._lock.acquire(timeout=max(0.0, timeout))
+
+    def wait_set(self, deadline: float | None) -> bool:
+        """Sleep until the flag is set or the monotonic ``deadline`` passes."""
+        while not self.flag:
+            if deadline is None:
+                self.wait(None)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.wait(remaining)
+        return self.flag
 
 
 class ConnectionClosed(ConnectionError):
@@ -215,6 +275,13 @@ class Reactor:
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
         self.listeners: list[socket.socket] = []
+        # Leader/follower state (see run_until). Without a wake timer (not Linux) the reactor
+        # thread is always the one polling, and waiting threads just sleep.
+        self._timer = WakeTimer.create()
+        self._lf_lock = threading.Lock()
+        self._leader: int | None = None
+        self._borrowers: collections.deque[Waiter] = collections.deque()
+        self._main_ident = threading.main_thread().ident
 
     # -- connections -------------------------------------------------------------------
     def listen(self, address: str, on_accept: Callable[[Connection], None] | None = None) -> str:
@@ -248,7 +315,7 @@ class Reactor:
         return conn
 
     def register(self, conn: Connection) -> None:
-        if self.thread_id is None or threading.get_ident() == self.thread_id:
+        if self.thread_id is None or self.is_leader():
             self._sel.register(conn._fd, selectors.EVENT_READ, conn)
         else:
             done = threading.Event()
@@ -283,9 +350,11 @@ class Reactor:
                     os.write(self._wake_w, b"x")
                 except BlockingIOError:
                     pass
+        if self._leader is None and self._timer is not None:
+            self._timer.arm(0.0)  # nobody polls right now: wake the reactor thread
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the reactor after ``delay`` seconds. Reactor thread only."""
+        """Run ``fn`` on the reactor after ``delay`` seconds. Polling thread only."""
         self._timer_seq += 1
         heapq.heappush(self._timers, (time.monotonic() + delay, self._timer_seq, fn))
 
@@ -294,6 +363,14 @@ class Reactor:
             return
         self._stopping = True
         self.call_soon_threadsafe(lambda: None)
+        if self._timer is not None:
+            self._timer.arm(0.0)
+
+    def is_leader(self) -> bool:
+        """True on the thread that currently polls and dispatches (inside a handler, say)."""
+        if self._timer is None:
+            return threading.get_ident() == self.thread_id
+        return self._leader == threading.get_ident()
 
     # -- the loop -----------------------------------------------------------------------
     def start_thread(self, name: str = "quanta-reactor") -> None:
@@ -302,15 +379,21 @@ class Reactor:
         while self.thread_id is None:
             time.sleep(0.0005)
 
-    def run_forever(self) -> None:
-        self.thread_id = threading.get_ident()
-        sel = self._sel
-        dispatch = self.dispatch
-        while not self._stopping:
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            for key, events in sel.select(timeout):
+    def poll_once(self, timeout: float | None, guard_signals: bool = False) -> None:
+        """Wait up to ``timeout`` for I/O, then read, dispatch, run callbacks and due timers.
+
+        Only the leader calls this. With ``guard_signals`` (the main thread leading) SIGINT is
+        held back while messages are being dispatched, so a Python signal handler that raises
+        (Ctrl-C, a task's cancel) does so in ``select`` or after the batch, never half-way
+        through a handler."""
+        if self._timers:
+            due = max(0.0, self._timers[0][0] - time.monotonic())
+            timeout = due if timeout is None else min(timeout, due)
+        ready = self._sel.select(timeout)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED) if guard_signals else None
+        try:
+            dispatch = self.dispatch
+            for key, events in ready:
                 data = key.data
                 if data is None:
                     try:
@@ -335,7 +418,121 @@ class Reactor:
                 while self._timers and self._timers[0][0] <= now:
                     _, _, fn = heapq.heappop(self._timers)
                     fn()
+        finally:
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def run_forever(self) -> None:
+        """The reactor thread's loop (the daemon runs it on its main thread).
+
+        With a wake timer, this thread polls only while no other thread does: a thread that
+        blocks in :meth:`run_until` takes the lead over, and when it leaves, this thread gets it
+        back only after the lead has stayed free for ``WakeTimer.GRACE`` seconds. A caller that
+        returns and comes back to wait again within that grace (a loop of synchronous calls)
+        therefore polls its own replies, without any hand-off between threads."""
+        me = self.thread_id = threading.get_ident()
+        timer = self._timer
+        if timer is None:
+            while not self._stopping:
+                self.poll_once(None)
+            self._close_all()
+            return
+        while not self._stopping:
+            with self._lf_lock:
+                lead = self._leader is None
+                if lead:
+                    self._leader = me
+            if not lead:
+                timer.wait()
+                continue
+            try:
+                while not self._stopping and not self._borrowers:
+                    self.poll_once(None)
+            finally:
+                self._release_lead()
+        while True:  # let a waiting thread finish its poll before the sockets close
+            with self._lf_lock:
+                if self._leader is None:
+                    self._leader = me
+                    break
+            time.sleep(0.001)
         self._close_all()
+
+    def run_until(self, waiter: Waiter, timeout: float | None = None) -> bool:
+        """Block until ``waiter`` is set or ``timeout`` passes; return whether it was set.
+
+        The calling thread polls the connections itself when nobody else does (and then
+        dispatches the message that sets its own waiter: no thread hand-off). When the reactor
+        thread is polling, it hands the lead over; when another waiting thread leads, this one
+        sleeps until its waiter is set or the lead is passed to it."""
+        timer = self._timer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if timer is None or self._stopping or self.is_leader():
+            return waiter.wait_set(deadline)
+        me = threading.get_ident()
+        guard = me == self._main_ident
+        while not waiter.flag:
+            with self._lf_lock:
+                lead = self._leader is None
+                if lead:
+                    self._leader = me
+                else:
+                    poke = self._leader == self.thread_id and not self._borrowers
+                    waiter.granted = False
+                    waiter.ident = me
+                    self._borrowers.append(waiter)
+            if not lead:
+                if poke:
+                    self._poke()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is None or remaining > 0:
+                    waiter.wait(remaining)
+                with self._lf_lock:
+                    lead = waiter.granted
+                    if not lead:
+                        try:
+                            self._borrowers.remove(waiter)
+                        except ValueError:
+                            pass
+                if not lead:
+                    if waiter.flag or self._stopping or (
+                            deadline is not None and time.monotonic() >= deadline):
+                        return waiter.wait_set(deadline) if self._stopping else waiter.flag
+                    continue
+            try:
+                while not waiter.flag and not self._stopping:
+                    if deadline is None:
+                        self.poll_once(None, guard)
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self.poll_once(remaining, guard)
+            finally:
+                self._release_lead()
+            return waiter.flag
+        return True
+
+    def _release_lead(self) -> None:
+        """Pass the lead to the first waiting thread, or leave it free (see run_forever)."""
+        with self._lf_lock:
+            if self._borrowers:
+                nxt = self._borrowers.popleft()
+                self._leader = nxt.ident
+                nxt.granted = True
+                nxt.wake()
+                return
+            self._leader = None
+            soon = bool(self._pending) or self._stopping
+        self._timer.arm(0.0 if soon else WakeTimer.GRACE)
+
+    def _poke(self) -> None:
+        with self._pending_lock:
+            if not self._wake_closed:
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:
+                    pass
 
     def _accept(self, lsock: socket.socket, on_accept: Callable[[Connection], None] | None) -> None:
         while True:
@@ -351,6 +548,8 @@ class Reactor:
                 on_accept(conn)
 
     def _close_all(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
         for key in list(self._sel.get_map().values()):
             if isinstance(key.data, Connection):
                 key.data.close()
