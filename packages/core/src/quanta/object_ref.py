@@ -74,6 +74,11 @@ def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     cw = worker_state._core_worker
     if cw is None:
         return ObjectRef(object_id, owner, None, count=False)
+    pending = getattr(worker_state.decoding, "refs", None)
+    if pending is not None:  # inside a decode batch: counted all at once when it ends
+        ref = ObjectRef(object_id, owner, None, count=False)
+        pending.append(ref)
+        return ref
     return cw.deserialize_ref(object_id, owner)
 
 

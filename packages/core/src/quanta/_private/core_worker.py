@@ -35,6 +35,7 @@ collection); the reactor drains it.
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import logging
 import os
@@ -45,7 +46,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from quanta import exceptions as exc
-from quanta._private import ids, serialization, shm_store
+from quanta._private import ids, serialization, shm_store, worker_state
 from quanta._private import messages as m
 from quanta._private.actor_calls import HANDLE_SUFFIX, ActorCallsMixin
 from quanta._private.transport import Connection, ConnectionClosed, Reactor, Waiter
@@ -411,6 +412,27 @@ class CoreWorker(ActorCallsMixin):
     # ================================================================================
     # reference counting
     # ================================================================================
+    def end_decode(self, batch: dict[str, list[bytes]]) -> None:
+        """Close a decode batch (see ``_Source.start_batch``): count the refs it rebuilt, all
+        under one lock, then send the borrow registrations it collected."""
+        refs = _source._local.refs
+        if refs:
+            objects = self.objects
+            with self.lock:
+                for ref in refs:
+                    oid = ref._id
+                    entry = objects.get(oid)
+                    if entry is None:
+                        owner = ref._owner
+                        entry = objects[oid] = ObjectEntry(owner == self.address, owner)
+                        if not entry.owned:
+                            self._register_borrow(oid, owner)  # into ``batch``
+                    entry.local += 1
+                    ref._cw = self
+        _source.end_batch(batch)
+        if batch:
+            self._send_borrow_adds(batch)
+
     def deserialize_ref(self, oid: bytes, owner: str) -> ObjectRef:
         """Called while unpickling a ref: count it, and register as a borrower if need be."""
         with self.lock:
@@ -635,13 +657,20 @@ class CoreWorker(ActorCallsMixin):
                     view = self._map_shm(oid)
                     if entry is not None:
                         entry.mapped = view
-                return serialization.deserialize(view.payload, view.buffers)
+                # A big pickle can hold many objects (10,000 refs, say): the cyclic GC would
+                # rescan them over and over while they are built, so it pauses for the load.
+                pause = gc.isenabled()
+                if pause:
+                    gc.disable()
+                try:
+                    return serialization.deserialize(view.payload, view.buffers)
+                finally:
+                    if pause:
+                        gc.enable()
             err = serialization.deserialize(value[1])
         finally:
             _source.reset(token)
-            _source.end_batch(batch)
-            if batch:
-                self._send_borrow_adds(batch)
+            self.end_decode(batch)
         if isinstance(err, exc.RayTaskError):
             raise err.as_instanceof_cause()
         raise err
@@ -1490,7 +1519,7 @@ class _Source:
     """Which peer the value being unpickled came from (see _register_borrow)."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._local = worker_state.decoding
 
     def get(self) -> str | None:
         return getattr(self._local, "v", None)
@@ -1507,15 +1536,22 @@ class _Source:
         return getattr(self._local, "batch", None)
 
     def start_batch(self) -> dict[str, list[bytes]]:
-        """Collect borrow adds made while decoding; the caller sends them when done."""
-        outer = getattr(self._local, "batch", None)
+        """Collect borrow adds and decoded refs while decoding; close with
+        :meth:`CoreWorker.end_decode`, which counts the refs and sends the borrow adds."""
+        local = self._local
         batch: dict[str, list[bytes]] = {}
-        self._local.batch = batch
-        self._local.outer = outer
+        local.outer = (getattr(local, "batch", None), getattr(local, "refs", None),
+                       getattr(local, "outer", None))
+        local.batch = batch
+        local.refs = []
         return batch
 
-    def end_batch(self, batch: dict[str, list[bytes]]) -> None:
-        self._local.batch = getattr(self._local, "outer", None)
+    def end_batch(self, batch: dict[str, list[bytes]]) -> list[ObjectRef]:
+        """Restore the enclosing batch; return the refs decoded in this one (uncounted)."""
+        local = self._local
+        refs = local.refs
+        local.batch, local.refs, local.outer = local.outer
+        return refs
 
 
 _source = _Source()

@@ -230,9 +230,7 @@ class Executor:
             a, kw = serialization.deserialize(args[0], args[1])
         finally:
             _source.reset(old)
-            _source.end_batch(batch)
-            if batch:
-                cw._send_borrow_adds(batch)
+            cw.end_decode(batch)
         if not resolved:
             return a, kw
         values = []

@@ -4,6 +4,7 @@ find it without importing the whole runtime."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 _core_worker: Any = None
@@ -26,3 +27,8 @@ def current_core_worker() -> Any:
             "as ray)."
         )
     return _core_worker
+
+
+decoding = threading.local()
+"""Per-thread state of the value being decoded (see ``core_worker._Source``): ``refs`` is the
+list collecting the refs rebuilt in the current decode batch, None outside one."""
