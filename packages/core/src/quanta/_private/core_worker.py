@@ -669,8 +669,8 @@ class CoreWorker(ActorCallsMixin):
                         gc.enable()
             err = serialization.deserialize(value[1])
         finally:
+            self.end_decode(batch)  # while the source is still set: it decides acks
             _source.reset(token)
-            self.end_decode(batch)
         if isinstance(err, exc.RayTaskError):
             raise err.as_instanceof_cause()
         raise err

@@ -229,8 +229,8 @@ class Executor:
         try:
             a, kw = serialization.deserialize(args[0], args[1])
         finally:
+            cw.end_decode(batch)  # while the source is still set: it decides acks
             _source.reset(old)
-            cw.end_decode(batch)
         if not resolved:
             return a, kw
         values = []
