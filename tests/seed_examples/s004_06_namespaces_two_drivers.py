@@ -35,7 +35,7 @@ def run_driver(namespace, code):  # added: another job, a driver of its own
     print(proc.stdout, end="")
 
 
-subprocess.run(QUANTA + ["start", "--head", "--num-cpus", "2"], check=True,
+subprocess.run(QUANTA + ["start", "--head", "--num-cpus", "2", "--port", "0"], check=True,
                capture_output=True, text=True, timeout=60)
 try:
     ray.init(address="auto", namespace="serving")

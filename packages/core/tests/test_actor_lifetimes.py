@@ -531,7 +531,7 @@ def head_cluster():
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, cwd=tmp)
 
-    res = run(sys.executable, "-m", "quanta.cli", "start", "--head", "--num-cpus", "2")
+    res = run(sys.executable, "-m", "quanta.cli", "start", "--head", "--num-cpus", "2", "--port", "0")
     if res.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         pytest.fail(f"quanta start --head failed: {res.stdout}{res.stderr}")

@@ -63,12 +63,32 @@ class Shell:
                               stdin=subprocess.DEVNULL)
 
     def start(self, *args: str) -> dict:
-        res = self.quanta("start", "--head", "--num-cpus", "2", *args)
+        port = () if "--port" in args else ("--port", "0")  # never the shared default 6379
+        res = self.quanta("start", "--head", "--num-cpus", "2", *port, *args)
         assert res.returncode == 0, res.stdout + res.stderr
         rec = self.record()
         assert rec is not None, f"no record at {self.record_path}"
         self.sessions.append(rec)
         return rec
+
+    def join(self, head: dict, *args: str) -> dict:
+        """``quanta start --address`` a member node of ``head``; returns its record."""
+        before = {r["pid"] for r in self.members()}
+        res = self.quanta("start", "--address", head["control_address"], "--num-cpus", "1",
+                          *args)
+        assert res.returncode == 0, res.stdout + res.stderr
+        rec = next(r for r in self.members() if r["pid"] not in before)
+        self.sessions.append(rec)
+        return rec
+
+    def members(self) -> list[dict]:
+        d = os.path.join(self.tmp, "quanta", "members")
+        out = []
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            if name.endswith(".json"):
+                with open(os.path.join(d, name)) as f:
+                    out.append(json.load(f))
+        return out
 
     def record(self) -> dict | None:
         try:
@@ -86,7 +106,7 @@ class Shell:
 
     def cleanup(self) -> None:
         """Last resort: stop what a failed test left running, by the record and by pid."""
-        if self.record() is not None:
+        if self.record() is not None or self.members():
             try:
                 self.quanta("stop", "--force", timeout=30)
             except Exception:  # noqa: BLE001
@@ -219,7 +239,7 @@ def test_killed_driver_leaves_the_node_running(shell, helpers):
 
 def test_second_head_fails(shell):
     rec = shell.start()
-    res = shell.quanta("start", "--head", "--num-cpus", "1")
+    res = shell.quanta("start", "--head", "--num-cpus", "1", "--port", "0")
     assert res.returncode == 1
     assert "already running" in res.stderr and str(rec["pid"]) in res.stderr
     assert "Traceback" not in res.stderr
@@ -246,7 +266,7 @@ def test_port_and_stale_record(shell, helpers):
         port = s.getsockname()[1]
     rec = shell.start("--port", str(port), "--node-ip-address", "127.0.0.1")
     assert rec["pid"] != gone.pid
-    assert rec["tcp_address"] == f"tcp://127.0.0.1:{port}"
+    assert rec["control_address"] == f"127.0.0.1:{port}"
     # Over TCP: the driver learns the node's local Unix address and uses it.
     out = shell.driver(f"127.0.0.1:{port}")
     assert out["value"] == 42 and out["gcs"] == rec["address"]
@@ -290,7 +310,7 @@ def test_stop_force_and_stale(shell, helpers):
 
 @pytest.mark.parametrize("how", ["stop", "sigint"])
 def test_block_stays_in_foreground(shell, helpers, how):
-    cmd = [sys.executable, "-m", "quanta.cli", "start", "--head", "--num-cpus", "1", "--block"]
+    cmd = [sys.executable, "-m", "quanta.cli", "start", "--head", "--num-cpus", "1", "--port", "0", "--block"]
     proc = subprocess.Popen(cmd, env=shell.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
@@ -324,9 +344,9 @@ def test_nothing_running(shell):
     assert "no Quanta cluster is running" in res.stderr and "quanta start --head" in res.stderr
     res = shell.quanta("stop")
     assert res.returncode == 0 and "No Quanta cluster is running" in res.stdout
-    res = shell.quanta("start", "--address=10.1.2.3:6379")
+    res = shell.quanta("start", "--address=10.1.2.3:6379")  # no head here: no token either
     assert res.returncode == 2
-    assert "not supported yet" in res.stderr and "Traceback" not in res.stderr
+    assert "no cluster token" in res.stderr and "Traceback" not in res.stderr
     res = shell.quanta("start")
     assert res.returncode == 2 and "--head" in res.stderr
     res = shell.quanta("start", "--head", "--resources", "[1]")

@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
                     "quanta.init(address=\"auto\").")
     st.add_argument("--head", action="store_true", help="start the head node of a new cluster")
     st.add_argument("--address", default=None,
-                    help="HOST:PORT of a head to join as a worker node (not supported yet)")
+                    help="HOST:PORT of a head (its --port) to join as a member node")
+    st.add_argument("--token", default=None,
+                    help="with --address: the cluster's token (default: $QUANTA_CLUSTER_TOKEN,"
+                         " or the token of the head recorded on this machine)")
     st.add_argument("--num-cpus", type=float, default=None,
                     help="CPUs of the node (default: what this machine lets us use)")
     st.add_argument("--num-gpus", type=float, default=None, help="GPUs of the node (default 0)")
@@ -32,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="bytes of memory for scheduling (default: this machine's)")
     st.add_argument("--object-store-memory", type=int, default=None,
                     help="bytes of the shared-memory object store (default: 30%% of memory)")
-    st.add_argument("--port", type=int, default=None,
-                    help="also listen on tcp://NODE_IP:PORT (trusted networks only)")
+    st.add_argument("--port", type=int, default=6379,
+                    help="with --head: the port of the control store's gRPC service, which "
+                         "nodes join and drivers connect to (default 6379; 0 picks a free one)")
     st.add_argument("--node-ip-address", default=None,
-                    help="this node's IP address (default: the default route's interface)")
+                    help="the address this node listens on and is known by (default "
+                         "127.0.0.1: listening on a non-loopback address must be asked for)")
     st.add_argument("--block", action="store_true",
                     help="stay in the foreground until the node stops (Ctrl-C stops it)")
 
@@ -110,33 +115,46 @@ def _parse_resources(parser: argparse.ArgumentParser, text: str | None) -> dict[
 
 
 def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.address is not None:
-        _err(f"quanta start --address={args.address}: joining a worker node to a head is not "
-             "supported yet (multi-node clusters arrive in a later release). Start a "
-             "single-node cluster with `quanta start --head`.")
-        return 2
-    if not args.head:
-        parser.error("give --head to start the head node of a new cluster "
-                     "(joining one with --address=HOST:PORT is not supported yet)")
+    if args.head == (args.address is not None):
+        parser.error("give either --head (start the head node of a new cluster) or "
+                     "--address=HOST:PORT (join the cluster whose head listens there)")
     for name in ("num_cpus", "num_gpus", "memory", "object_store_memory"):
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.port is not None and not 0 < args.port < 65536:
-        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if not 0 <= args.port < 65536:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
     resources = _parse_resources(parser, args.resources)
 
     from quanta import exceptions as exc
-    from quanta._private import cluster, resource_detect
+    from quanta._private import cluster, cluster_token, resource_detect
 
+    if args.token is not None:
+        if args.head:
+            parser.error("--token is for joining a cluster (--address); the head makes one")
+        try:
+            cluster_token.validate(args.token)
+        except ValueError as e:
+            parser.error(str(e))
     memory = args.memory or resource_detect.detect_memory_bytes()
     store = args.object_store_memory or resource_detect.default_object_store_bytes(memory)
     cpus = resource_detect.detect_cpus() if args.num_cpus is None else args.num_cpus
-    node_ip = args.node_ip_address or cluster.detect_node_ip()
+    node_ip = args.node_ip_address or "127.0.0.1"
     try:
-        proc, rec, note = cluster.start_head(
-            num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
-            object_store_memory=store, resources=resources, node_ip=node_ip, port=args.port)
+        if args.address is not None:
+            proc, rec = cluster.start_member(
+                head_address=args.address, token=args.token, num_cpus=cpus,
+                num_gpus=args.num_gpus or 0, memory=memory, object_store_memory=store,
+                resources=resources, node_ip=node_ip)
+            note = None
+        else:
+            proc, rec, note = cluster.start_head(
+                num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
+                object_store_memory=store, resources=resources, node_ip=node_ip,
+                port=args.port)
+    except ValueError as e:
+        _err(str(e))
+        return 2
     except cluster.ClusterError as e:
         _err(str(e))
         return 1
@@ -161,12 +179,25 @@ def _print_started(rec: dict[str, Any], cpus: float, gpus: float, memory: int, s
     res = [f"{_num(cpus)} CPU"] + ([f"{_num(gpus)} GPU"] if gpus else []) + [
         f"{_bytes(memory)} memory", f"{_bytes(store)} object store"] + [
         f"{_num(v)} {k}" for k, v in sorted(resources.items())]
+    if rec.get("head_address"):
+        print("\n".join([
+            f"Started a Quanta node and joined the cluster of the head at {rec['head_address']}.",
+            f"  Daemon:        pid {rec['pid']}, {rec['address']}",
+            f"  Node id:       {rec['node_id']}",
+            f"  Resources:     {', '.join(res)}",
+            f"  Session dir:   {rec['session_dir']}",
+            f"  Log:           {rec['log']}",
+            "",
+            "See the cluster with:  quanta status",
+            "Stop this machine's nodes with:  quanta stop",
+        ]), flush=True)
+        return
     lines = [
         "Started a Quanta head node.",
         f"  Daemon:        pid {rec['pid']}, {rec['address']}",
     ]
-    if rec.get("tcp_address"):
-        lines.append(f"  TCP address:   {rec['tcp_address']}")
+    if rec.get("control_address"):
+        lines.append(f"  Control store: {rec['control_address']} (gRPC; nodes join here)")
     lines += [
         f"  Resources:     {', '.join(res)}",
         f"  Session dir:   {rec['session_dir']}",
@@ -178,9 +209,14 @@ def _print_started(rec: dict[str, Any], cpus: float, gpus: float, memory: int, s
         "    quanta.init(address=\"auto\")",
         "  or set QUANTA_ADDRESS=auto (RAY_ADDRESS works too) and call quanta.init().",
     ]
-    if rec.get("tcp_address"):
-        host_port = rec["tcp_address"][len("tcp://"):]
-        lines.append(f"  quanta.init(address=\"{host_port}\") works too.")
+    if rec.get("control_address"):
+        lines += [
+            f"  quanta.init(address=\"{rec['control_address']}\") works too.",
+            "",
+            "Join another node to this cluster with:",
+            f"    quanta start --address={rec['control_address']} --token=<token>",
+            f"  (the token is in {rec['session_dir']}/cluster_token, readable by you only)",
+        ]
     lines += [
         "",
         "See the cluster with:  quanta status",
@@ -203,7 +239,7 @@ def _block(proc: Any, rec: dict[str, Any]) -> int:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        rec2, how = cluster.stop()
+        rec2, how, _ = cluster.stop()
         if rec2 is not None and rec2["pid"] == rec["pid"]:
             print(f"Stopped the Quanta node (pid {rec['pid']}).", flush=True)
         try:
@@ -232,10 +268,16 @@ def _stop(args: argparse.Namespace) -> int:
     from quanta._private import cluster
 
     try:
-        rec, how = cluster.stop(force=args.force, timeout=max(0.0, args.grace_period))
+        rec, how, members = cluster.stop(force=args.force, timeout=max(0.0, args.grace_period))
     except OSError as e:
         _err(f"could not stop the cluster recorded in {cluster.record_path()}: {e}")
         return 1
+    for mrec, mhow in members:
+        what = {"stale": "was no longer running; removed its leftover files",
+                "stopped": "stopped", "killed": "killed with SIGKILL"}[mhow]
+        print(f"Member node (pid {mrec['pid']}, head {mrec.get('head_address')}): {what}.")
+    if rec is None and members:
+        return 0
     if rec is None:
         print("No Quanta cluster is running (nothing recorded in "
               f"{cluster.record_path()}).")
@@ -276,11 +318,29 @@ def _status(args: argparse.Namespace) -> int:
             _err(f"the Quanta node daemon (pid {rec['pid']}) at {rec['address']} does not "
                  f"answer: {e}. `quanta stop --force` stops it.")
         return 1
+    members = _cluster_nodes(rec)
+    if members is not None:
+        status["cluster_nodes"] = members
     if args.json:
         print(json.dumps({"cluster": rec, **status}, indent=1, default=str))
         return 0
     print(format_status(rec, status))
     return 0
+
+
+def _cluster_nodes(rec: dict[str, Any]) -> list[dict[str, Any]] | str | None:
+    """The head's membership table (alive and dead nodes), an error text, or None when the
+    head serves no control store."""
+    if not rec.get("control_address"):
+        return None
+    from quanta._private import cluster
+    from quanta._private.control_client import ControlClient
+
+    try:
+        with ControlClient(rec["control_address"], cluster.local_token()) as client:
+            return client.list_nodes()
+    except Exception as e:  # noqa: BLE001 - shown instead of the table
+        return f"cannot list the cluster's nodes: {e}"
 
 
 def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
@@ -289,16 +349,34 @@ def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
     avail = status.get("available", {})
     out = ["======== Quanta cluster status " + time.strftime("%Y-%m-%d %H:%M:%S") + " ========",
            f"Daemon: pid {rec['pid']}, {rec['address']}"
-           + (f", {rec['tcp_address']}" if rec.get("tcp_address") else ""),
+           + (f", control store {rec['control_address']}" if rec.get("control_address")
+              else ""),
            f"Session: {node.get('SessionDir', rec.get('session_dir'))}",
            "",
            "Nodes",
-           "-" * 60,
-           f" 1 alive: {node['NodeID'][:12]}  {node.get('NodeManagerAddress')} "
-           f"({node.get('NodeManagerHostname')})",
-           "",
-           "Resources (used / total)",
            "-" * 60]
+    members = status.get("cluster_nodes")
+    if isinstance(members, list):
+        alive = [n for n in members if n["state"] == "ALIVE"]
+        out.append(f" {len(alive)} alive, {len(members) - len(alive)} dead")
+        for n in members:
+            t, a = n.get("total") or {}, n.get("available") or {}
+            cpu = (f"{_num(t.get('CPU', 0) - a.get('CPU', 0), 1)}/{_num(t.get('CPU', 0), 1)} "
+                   "CPU" if n["state"] == "ALIVE" else f"{_num(t.get('CPU', 0), 1)} CPU")
+            role = "head" if n.get("is_head") else "member"
+            line = (f"  {n['state']:<5} {n['node_id'][:12]}  {role:<6} {n.get('node_ip')} "
+                    f"({n.get('hostname')})  {cpu}")
+            if n.get("state") != "ALIVE" and n.get("death_reason"):
+                line += f"  [{n['death_reason']}]"
+            out.append(line)
+    else:
+        if isinstance(members, str):
+            out.append(f" ({members})")
+        out.append(f" 1 alive: {node['NodeID'][:12]}  {node.get('NodeManagerAddress')} "
+                   f"({node.get('NodeManagerHostname')})")
+    out += ["",
+            "Resources of this node (used / total)",
+            "-" * 60]
     for name in sorted(total, key=lambda k: (k not in ("CPU", "GPU", "memory",
                                                        "object_store_memory"), k)):
         if name.startswith("node:"):

@@ -276,26 +276,41 @@ def resolve_address(address: str) -> dict[str, Any]:
     host, sep, port = tcp[len("tcp://"):].rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"init(address={address!r}): expected {_ADDRESS_FORMS}.")
+    from quanta._private.control_client import ControlClient, TokenRejected
+
     try:
-        nodes = rpc(tcp, "nodes")
-    except OSError as e:
-        raise ConnectionError(
-            f"init(address={address!r}): could not reach a Quanta node daemon at {host}:{port} "
-            f"({e}). Is one running there (`quanta start --head --port {port}`)?") from None
-    for node in nodes:
-        local = node.get("DaemonAddress", "")
-        if local.startswith("unix://") and os.path.isdir(node.get("SessionDir", "")):
-            try:
-                here = rpc(local, "nodes")
-            except OSError:
-                continue
-            for n in here:
-                if n.get("NodeID") == node.get("NodeID"):
+        with ControlClient(f"{host}:{port}", local_token(), timeout=5.0) as client:
+            head = client.cluster_info().head
+    except TokenRejected as e:
+        raise ConnectionError(f"init(address={address!r}): {e}") from None
+    except ConnectionError as e:
+        raise ConnectionError(f"init(address={address!r}): {e}") from None
+    local = head.daemon_address
+    if local.startswith("unix://") and os.path.isdir(head.session_dir):
+        try:
+            for n in rpc(local, "nodes"):
+                if n.get("NodeID") == head.node_id:
                     return n
+        except OSError:
+            pass
     raise ConnectionError(
-        f"init(address={address!r}): the Quanta node at {host}:{port} runs on another "
-        "machine; connecting a driver to a remote cluster is not supported yet (multi-node "
-        "arrives later). Run the driver on the node's machine with init(address='auto').")
+        f"init(address={address!r}): the Quanta head at {host}:{port} runs on another "
+        "machine; connecting a driver to a remote cluster is not supported yet. Run the "
+        "driver on the head's machine with init(address='auto').")
+
+
+def local_token() -> str | None:
+    """The cluster token this process presents: ``$QUANTA_CLUSTER_TOKEN``, else the token of
+    the head recorded on this machine (readable by its user only)."""
+    from quanta._private import cluster_token
+
+    token = os.environ.get(cluster_token.ENV_VAR)
+    if token:
+        return token
+    rec = read_record()
+    if rec is not None and rec.get("session_dir"):
+        return cluster_token.read(rec["session_dir"])
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -315,8 +330,8 @@ def detect_node_ip() -> str:
 
 
 def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_memory: int,
-               resources: dict[str, float], node_ip: str, port: int | None
-               ) -> tuple[Any, dict[str, Any], str | None]:
+               resources: dict[str, float], node_ip: str, port: int,
+               token: str | None = None) -> tuple[Any, dict[str, Any], str | None]:
     """Start a head node daemon and record it. Returns ``(process, record, note)``; ``note``
     says what stale record was cleaned up, if any. Raises ClusterError when a cluster runs."""
     from quanta._private.node_launcher import start_head_node
@@ -340,18 +355,9 @@ def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_me
         proc, node, log_path = start_head_node(
             num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
             object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
-            tcp_port=port)
-        rec = {
-            "address": node["DaemonAddress"],
-            "tcp_address": f"tcp://{node_ip}:{port}" if port is not None else None,
-            "pid": proc.pid,
-            "node_id": node["NodeID"],
-            "node_ip": node_ip,
-            "session_dir": node["SessionDir"],
-            "object_store_dir": node["ObjectStoreDir"],
-            "log": log_path,
-            "started_at": time.time(),
-        }
+            control_port=port, token=token)
+        rec = _node_record(proc, node, node_ip, log_path,
+                           control_address=node.get("ControlAddress"))
         try:
             write_record(rec)
         except OSError:
@@ -360,17 +366,95 @@ def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_me
     return proc, rec, note
 
 
-def stop(force: bool = False, timeout: float = 10.0) -> tuple[dict[str, Any] | None, str]:
-    """Stop the recorded cluster. Returns ``(record or None, what happened)``; what happened
-    is ``"none"`` (nothing recorded), ``"stale"`` (its daemon was already gone),
+def members_dir() -> str:
+    """Where member nodes started on this machine (``quanta start --address``) are recorded,
+    one ``<pid>.json`` each."""
+    return os.path.join(record_dir(), "members")
+
+
+def read_members() -> list[dict[str, Any]]:
+    out = []
+    try:
+        names = sorted(os.listdir(members_dir()))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(members_dir(), name)) as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("pid"), int):
+            out.append(rec)
+    return out
+
+
+def _member_path(pid: int) -> str:
+    return os.path.join(members_dir(), f"{pid}.json")
+
+
+def start_member(*, head_address: str, token: str | None, num_cpus: float, num_gpus: float,
+                 memory: int, object_store_memory: int, resources: dict[str, float],
+                 node_ip: str) -> tuple[Any, dict[str, Any]]:
+    """Start a node daemon that joins the head at ``head_address`` and record it. Raises
+    ValueError without a token, RaySystemStartupError when the head refuses or is away."""
+    from quanta._private.node_launcher import start_head_node
+
+    token = token or local_token()
+    if not token:
+        raise ValueError(
+            "quanta start --address: no cluster token. Pass --token (the head prints it at "
+            "start; it is in <session>/cluster_token on the head's machine) or set "
+            "QUANTA_CLUSTER_TOKEN.")
+    proc, node, log_path = start_head_node(
+        num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+        object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
+        head_address=head_address, token=token)
+    rec = _node_record(proc, node, node_ip, log_path, head_address=head_address)
+    os.makedirs(members_dir(), exist_ok=True)
+    path = _member_path(proc.pid)
+    with open(path + ".tmp", "w") as f:
+        json.dump(rec, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return proc, rec
+
+
+def _node_record(proc: Any, node: dict[str, Any], node_ip: str, log_path: str,
+                 **extra: Any) -> dict[str, Any]:
+    """What ``quanta start`` records of a daemon it started (a head or a member)."""
+    return {
+        "address": node["DaemonAddress"],
+        **extra,
+        "pid": proc.pid,
+        "node_id": node["NodeID"],
+        "node_ip": node_ip,
+        "session_dir": node["SessionDir"],
+        "object_store_dir": node["ObjectStoreDir"],
+        "log": log_path,
+        "started_at": time.time(),
+    }
+
+
+def stop(force: bool = False, timeout: float = 10.0
+         ) -> tuple[dict[str, Any] | None, str, list[tuple[dict[str, Any], str]]]:
+    """Stop the member nodes recorded on this machine, then the recorded head. Returns
+    ``(head record or None, what happened to it, [(member record, what happened)])``; what
+    happened is ``"none"`` (nothing recorded), ``"stale"`` (its daemon was already gone),
     ``"stopped"`` (it shut down when asked) or ``"killed"`` (SIGKILL to its processes)."""
     with record_lock():
+        members = []
+        for mrec in read_members():
+            members.append((mrec, _stop_recorded(mrec, force=force, timeout=timeout)))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_member_path(mrec["pid"]))
         rec = read_record()
         if rec is None:
-            return None, "none"
+            return None, "none", members
         how = _stop_recorded(rec, force=force, timeout=timeout)
         remove_record(rec["pid"])
-        return rec, how
+        return rec, how, members
 
 
 def _stop_recorded(rec: dict[str, Any], *, force: bool, timeout: float) -> str:

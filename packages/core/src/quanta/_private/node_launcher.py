@@ -72,9 +72,12 @@ def start_local_node(*, num_cpus: float, num_gpus: float, memory: int,
 
 def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
                     object_store_memory: int, resources: dict[str, float], node_ip: str,
-                    tcp_port: int | None = None, timeout: float = 30.0
+                    control_port: int | None = None, head_address: str | None = None,
+                    token: str | None = None, timeout: float = 30.0
                     ) -> tuple[subprocess.Popen, dict[str, Any], str]:
-    """Start a daemon that belongs to no driver (``quanta start --head``).
+    """Start a daemon that belongs to no driver (``quanta start --head`` with
+    ``control_port``, the gRPC port of the control store; or ``quanta start --address``
+    with ``head_address`` and ``token``, a member node that joins that head).
 
     It runs in a session of its own, with no parent-death signal and no owner: it lives until
     ``quanta stop`` (the ``shutdown`` call) or a signal. Its output (and its workers') goes to
@@ -90,13 +93,18 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
     cmd = _daemon_cmd(session_dir, num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
                       object_store_memory=object_store_memory, resources=resources)
     cmd += ["--node-ip", node_ip]
-    if tcp_port is not None:
-        cmd += ["--tcp-port", str(int(tcp_port))]
+    if control_port is not None:
+        cmd += ["--control-port", str(int(control_port))]
+    if head_address:
+        cmd += ["--head-address", head_address]
+    env = dict(os.environ)
+    if token:  # by environment, not argv: other users can read a process's arguments
+        env["QUANTA_CLUSTER_TOKEN"] = token
     # Opened for reading too: a daemon that fails may delete its session dir, log included.
     with open(log_path, "a+b") as log:
         try:
             proc, node = _launch(cmd, timeout, log_path, stdout=log, stderr=subprocess.STDOUT,
-                                 close_fds=True)
+                                 close_fds=True, env=env)
         except exc.RaySystemStartupError as e:
             log.seek(0)
             tail = log.read()[-2000:].decode(errors="replace").strip()

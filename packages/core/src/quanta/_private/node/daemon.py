@@ -43,6 +43,7 @@ from typing import Any
 from quanta._private import messages as m
 from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.control_store import ControlStore
+from quanta._private.node.membership import Membership
 from quanta._private.node.object_store import ObjectStore
 from quanta._private.node.placement_groups import (
     CREATED,
@@ -55,6 +56,7 @@ from quanta._private.resources import Allocation, NodeResources, ResourceSet
 from quanta._private.transport import Connection, ConnectionClosed, Reactor
 
 IDLE_WORKER_TIMEOUT_S = 10.0
+SWEEP_PERIOD_S = 0.25  # how often the head looks for nodes that stopped reporting
 _PR_SET_PDEATHSIG = 1
 
 
@@ -201,7 +203,12 @@ class NodeDaemon:
         self.zygote = Connection(self.zygote_sock, self.reactor)
         self.zygote.on_close.append(lambda c: self.shutdown())
         self.reactor.register(self.zygote)
-        self.control.put_node(self.node_id, self.node_info())
+        self.cluster_id = self.node_id
+        self.membership = Membership(self.control)
+        self.membership.register(self.member_record())
+        self.control_server: Any = None
+        self.control_address: str | None = None
+        self.head_link: Any = None
         self.actors = ActorManager(self)
         self.pgs = PlacementGroupManager(self)
         self.job_namespaces: dict[str, str] = {}
@@ -243,13 +250,61 @@ class NodeDaemon:
             "alive": True,
         }
 
+    def member_record(self) -> dict[str, Any]:
+        """This node as the membership table records it (``NodeInfo`` fields)."""
+        return {
+            "node_id": self.node_id,
+            "daemon_address": self.address,
+            "node_ip": self.args.node_ip,
+            "hostname": socket.gethostname(),
+            "is_head": not self.args.head_address,
+            "total": self.resources.total.to_dict(),
+            "available": self.resources.available.to_dict(),
+            "pid": os.getpid(),
+            "session_dir": self.session_dir,
+        }
+
+    # --- the cluster: head (control-plane server) or member (link to the head) -----------
+    def serve_control(self, port: int, token: str | None) -> str:
+        """Serve the control store over gRPC on ``<node ip>:<port>`` (the head's ``--port``),
+        accepting calls that present ``token`` (a new one is generated and stored in the
+        session directory when None). Returns ``host:port``; raises OSError if it cannot bind."""
+        from quanta._private import cluster_token
+        from quanta._private.node.control_service import start_server
+
+        token = token or cluster_token.generate()
+        cluster_token.write(self.session_dir, token)
+        self.control_server, bound = start_server(self, self.args.node_ip, port, token)
+        self.control_address = f"{self.args.node_ip}:{bound}"
+        self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
+        return self.control_address
+
+    def _sweep_members(self) -> None:
+        self.membership.heartbeat(self.node_id, self.resources.available.to_dict())
+        self.membership.sweep()
+        self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
+
+    def join(self, head_address: str, token: str, timeout: float = 10.0) -> None:
+        """Register with the head at ``head_address`` and keep reporting to it. Raises
+        RuntimeError when the head refuses this node or does not answer within ``timeout``."""
+        from quanta._private.node.head_link import HeadLink
+
+        self.head_link = HeadLink(self, head_address, token)
+        self.head_link.start()
+        if not self.head_link.settled.wait(timeout):
+            raise RuntimeError(f"the head at {head_address} did not answer within {timeout:g} s")
+        if self.head_link.failure:
+            raise RuntimeError(self.head_link.failure)
+
     # --- loop -------------------------------------------------------------------------
     def run(self, ready_fd: int | None) -> None:
         for _ in range(int(self.args.num_prestart)):
             self._start_worker()
         self.reactor.call_later(1.0, self._reap_idle)
         if ready_fd is not None:
-            os.write(ready_fd, json.dumps(self.node_info()).encode() + b"\n")
+            info = dict(self.node_info(), ControlAddress=self.control_address,
+                        HeadAddress=self.args.head_address)
+            os.write(ready_fd, json.dumps(info).encode() + b"\n")
             os.close(ready_fd)
         self.reactor.run_forever()
 
@@ -650,11 +705,15 @@ class NodeDaemon:
         self.reactor.call_later(0, self.shutdown)
 
     # --- stop ---------------------------------------------------------------------------
-    def shutdown(self) -> None:
+    def shutdown(self, exit_code: int = 0) -> None:
         """Kill every worker, delete the store and the session directory, and exit."""
         if self.stopping:
             return
         self.stopping = True
+        if self.head_link is not None:
+            self.head_link.stop("its daemon was stopped")
+        if self.control_server is not None:
+            self.control_server.stop(0)
         try:  # first the zygote, so that no new worker appears
             os.kill(self.zygote_pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -672,7 +731,7 @@ class NodeDaemon:
             pass
         if self.args.cleanup_session:
             shutil.rmtree(self.session_dir, ignore_errors=True)
-        os._exit(0)
+        os._exit(exit_code)
 
     # --- nodes started from the shell (``quanta start --head``) ---------------------------
     def listen_tcp(self, port: int) -> str:
@@ -780,8 +839,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cleanup-session", action="store_true")
     p.add_argument("--parent-death", action="store_true")
     p.add_argument("--tcp-port", type=int, default=None,
-                   help="also listen on tcp://<node ip>:PORT (quanta start --head --port)")
+                   help="also listen on tcp://<node ip>:PORT for call-plane clients")
+    p.add_argument("--control-port", type=int, default=None,
+                   help="serve the control store over gRPC on <node ip>:PORT (the head)")
+    p.add_argument("--head-address", default="",
+                   help="join the cluster whose head serves its control store at HOST:PORT")
     args = p.parse_args(argv)
+    # The cluster token (head: generated when absent; member: required) comes by environment.
+    args.token = os.environ.pop("QUANTA_CLUSTER_TOKEN", None)
     if args.num_prestart is None:
         args.num_prestart = max(1, int(args.num_cpus))
     if args.parent_death:
@@ -796,6 +861,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"quanta node daemon: cannot listen on tcp://{args.node_ip}:{args.tcp_port}: "
                   f"{e}", file=sys.stderr, flush=True)
             daemon.shutdown()
+    if args.control_port is not None:
+        try:
+            daemon.serve_control(args.control_port, args.token)
+        except OSError as e:
+            print(f"quanta node daemon: {e}", file=sys.stderr, flush=True)
+            daemon.shutdown(1)
+    if args.head_address:
+        try:
+            daemon.join(args.head_address, args.token or "")
+        except RuntimeError as e:
+            print(f"quanta node daemon: cannot join the cluster: {e}", file=sys.stderr,
+                  flush=True)
+            daemon.shutdown(1)
     if args.parent_death and os.getppid() == 1:
         daemon.shutdown()
     daemon.run(args.ready_fd)

@@ -1,0 +1,180 @@
+"""Clusters of several node daemons on this machine: the control plane over gRPC (the
+committed protocol code, the token), membership (register, heartbeats, death) and the CLI."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+import test_cli
+from quanta._private.node.control_store import ControlStore
+from quanta._private.node.membership import ALIVE, DEAD, Membership
+from quanta._private.node.storage import open_storage
+
+shell = test_cli.shell  # the fixture of the CLI tests: a private TMPDIR, stops what it starts
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+# ------------------------------------------------------------------------------------------
+# the protocol
+# ------------------------------------------------------------------------------------------
+def test_generated_protocol_code_is_current(tmp_path):
+    pytest.importorskip("grpc_tools", reason="needs grpcio-tools (the core tox env has it)")
+    res = subprocess.run([os.path.join(ROOT, "scripts", "gen_proto"), str(tmp_path)],
+                         env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    committed = os.path.join(ROOT, "packages", "core", "src", "quanta", "_proto")
+    fresh = tmp_path / "quanta" / "_proto"
+    names = sorted(n for n in os.listdir(fresh) if n.endswith(".py"))
+    assert names == ["control_pb2.py", "control_pb2_grpc.py"]
+    stale = [n for n in names if not filecmp.cmp(fresh / n, os.path.join(committed, n),
+                                                 shallow=False)]
+    assert not stale, f"regenerate with scripts/gen_proto: {stale} differ from the .proto"
+
+
+# ------------------------------------------------------------------------------------------
+# the membership table (no processes)
+# ------------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _node(node_id: str, cpus: float = 2.0) -> dict:
+    return {"node_id": node_id, "daemon_address": f"unix:///x/{node_id}.sock",
+            "node_ip": "127.0.0.1", "hostname": "h", "is_head": False,
+            "total": {"CPU": cpus}, "available": {"CPU": cpus}, "pid": 1, "session_dir": "/x"}
+
+
+def test_membership_heartbeats_and_death():
+    clock = Clock()
+    store = ControlStore(open_storage("memory"))
+    ms = Membership(store, clock=clock, dead_after_s=3.0)
+    ms.register(_node("a"))
+    ms.register(_node("b"))
+    assert [r["node_id"] for r in ms.alive()] == ["a", "b"]
+    clock.now += 2.0
+    assert ms.heartbeat("a", {"CPU": 1.0})
+    clock.now += 2.0  # b silent for 4 s, a for 2 s
+    assert ms.sweep() == ["b"]
+    assert ms.nodes["b"]["state"] == DEAD
+    assert "no heartbeat for 4.0 s" in ms.nodes["b"]["death_reason"]
+    assert ms.nodes["a"]["state"] == ALIVE and ms.nodes["a"]["available"] == {"CPU": 1.0}
+    assert not ms.heartbeat("b", {"CPU": 2.0}), "a dead node must register again"
+    assert not ms.heartbeat("nobody", {})
+    ms.register(_node("b"))
+    assert ms.nodes["b"]["state"] == ALIVE and ms.nodes["b"]["death_reason"] == ""
+    assert ms.mark_dead("a", "left the cluster") and not ms.mark_dead("a", "again")
+    assert [r["node_id"] for r in ms.all()] == ["b", "a"]  # alive first
+    with pytest.raises(ValueError, match="node_id"):
+        ms.register(_node(""))
+
+
+def test_membership_survives_a_restart_of_the_head(tmp_path):
+    clock = Clock()
+    path = str(tmp_path / "control.sqlite3")
+    store = ControlStore(open_storage(path))
+    ms = Membership(store, clock=clock, dead_after_s=3.0)
+    ms.register(_node("a"))
+    ms.register(_node("b"))
+    ms.mark_dead("b", "left the cluster")
+    store.storage.flush()
+    store.storage.close()
+
+    clock.now += 60.0  # the head was down for a minute
+    again = Membership(ControlStore(open_storage(path)), clock=clock, dead_after_s=3.0)
+    assert again.nodes["a"]["state"] == ALIVE  # given dead_after_s to report again
+    assert again.nodes["b"]["death_reason"] == "left the cluster"
+    assert not again.heartbeat("a", {}), "a node the restarted head forgot registers again"
+    clock.now += 3.5
+    assert again.sweep() == ["a"]
+
+
+# ------------------------------------------------------------------------------------------
+# nodes started from the shell
+# ------------------------------------------------------------------------------------------
+def _status_nodes(shell) -> list[dict]:
+    import json
+
+    res = shell.quanta("status", "--json")
+    assert res.returncode == 0, res.stderr
+    nodes = json.loads(res.stdout)["cluster_nodes"]
+    assert isinstance(nodes, list), nodes
+    return nodes
+
+
+def test_nodes_join_report_and_die(shell, helpers):
+    head = shell.start("--num-cpus", "1")
+    token_file = os.path.join(head["session_dir"], "cluster_token")
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    m1 = shell.join(head, "--resources", '{"special": 2}')
+    m2 = shell.join(head)
+    nodes = {n["node_id"]: n for n in _status_nodes(shell)}
+    assert set(nodes) == {head["node_id"], m1["node_id"], m2["node_id"]}
+    assert all(n["state"] == "ALIVE" for n in nodes.values())
+    assert nodes[head["node_id"]]["is_head"] and not nodes[m1["node_id"]]["is_head"]
+    assert nodes[m1["node_id"]]["total"]["special"] == 2.0
+
+    text = shell.quanta("status").stdout
+    assert "3 alive, 0 dead" in text and "member" in text
+
+    # A node daemon that dies without a word is marked dead within a few seconds.
+    os.kill(m1["pid"], signal.SIGKILL)
+    assert helpers.wait_until(
+        lambda: {n["node_id"]: n for n in _status_nodes(shell)}[m1["node_id"]]["state"] == "DEAD",
+        10)
+    dead = {n["node_id"]: n for n in _status_nodes(shell)}[m1["node_id"]]
+    assert "no heartbeat" in dead["death_reason"]
+    assert "2 alive, 1 dead" in shell.quanta("status").stdout
+
+    # One that is stopped says goodbye: dead at once, with the reason.
+    res = shell.quanta("stop")
+    assert res.returncode == 0, res.stderr
+    assert f"Member node (pid {m2['pid']}" in res.stdout and "Stopped the Quanta cluster" in \
+        res.stdout
+    for rec in (head, m1, m2):
+        assert helpers.wait_until(lambda rec=rec: not helpers.pid_alive(rec["pid"]), 10)
+    assert shell.members() == [] and shell.record() is None
+
+
+def test_a_wrong_token_is_refused(shell):
+    head = shell.start()
+    res = shell.quanta("start", "--address", head["control_address"], "--num-cpus", "1",
+                       "--token", "0123456789abcdef0123456789abcdef")
+    assert res.returncode == 1
+    assert "refused the cluster token" in res.stderr and "Traceback" not in res.stderr
+    assert shell.members() == []
+    assert [n["node_id"] for n in _status_nodes(shell)] == [head["node_id"]]
+    res = shell.quanta("start", "--address", head["control_address"], "--token", "short")
+    assert res.returncode == 2 and "--token" in res.stderr
+    res = shell.quanta("start", "--head", "--token", "0123456789abcdef0123456789abcdef")
+    assert res.returncode == 2 and "--token is for joining" in res.stderr
+    # the right token, given explicitly, works (from QUANTA_CLUSTER_TOKEN too)
+    with open(os.path.join(head["session_dir"], "cluster_token")) as f:
+        token = f.read().strip()
+    assert shell.join(head, "--token", token)["node_id"]
+    assert len(_status_nodes(shell)) == 2
+    assert shell.quanta("stop").returncode == 0
+
+
+def test_join_with_no_head_there(shell):
+    head = shell.start()
+    address = head["control_address"]
+    assert shell.quanta("stop").returncode == 0
+    env_token = "ab" * 16
+    res = subprocess.run([sys.executable, "-m", "quanta.cli", "start", "--address", address,
+                          "--num-cpus", "1"],
+                         env=dict(shell.env, QUANTA_CLUSTER_TOKEN=env_token),
+                         capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert res.returncode == 1
+    assert "did not answer" in res.stderr or "cannot register" in res.stderr, res.stderr
+    assert shell.members() == []
