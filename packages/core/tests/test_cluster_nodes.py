@@ -178,3 +178,72 @@ def test_join_with_no_head_there(shell):
     assert res.returncode == 1
     assert "did not answer" in res.stderr or "cannot register" in res.stderr, res.stderr
     assert shell.members() == []
+
+
+_KEEP_STATE = r"""
+import json, sys
+import quanta
+from quanta.experimental import internal_kv
+from quanta.util.placement_group import get_placement_group, placement_group
+quanta.init(address="auto", namespace="app")
+if sys.argv[1] == "first":
+    pg = placement_group([{"CPU": 1}], name="keep", lifetime="detached")
+    quanta.get(pg.ready(), timeout=30)
+    placement_group([{"CPU": 1}], name="mine")  # not detached: goes with this driver
+    internal_kv._internal_kv_put(b"model", b"v1", namespace="app")
+    out = {}
+else:
+    pg = get_placement_group("keep")
+    quanta.get(pg.ready(), timeout=30)
+    out = {"kv": internal_kv._internal_kv_get(b"model", namespace="app").decode(),
+           "cpu": quanta.available_resources().get("CPU", 0.0),
+           "names": sorted(v["name"] for v in quanta.util.placement_group_table().values()
+                           if v["state"] != "REMOVED")}
+print(json.dumps(out))
+"""
+
+
+def test_a_head_restarted_on_its_storage_keeps_its_state(shell, tmp_path):
+    import json
+
+    storage = str(tmp_path / "control.sqlite3")
+
+    def driver(which: str) -> dict:
+        res = subprocess.run([sys.executable, "-c", _KEEP_STATE, which], env=shell.env,
+                             capture_output=True, text=True, timeout=60, cwd=shell.tmp,
+                             stdin=subprocess.DEVNULL)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    shell.start("--storage", storage)
+    driver("first")
+    assert shell.quanta("stop").returncode == 0
+    assert os.path.exists(storage)
+
+    shell.start("--storage", storage)
+    out = driver("second")
+    assert out["kv"] == "v1"
+    assert out["names"] == ["keep"]  # the detached group is reserved again, not the other
+    assert out["cpu"] == 1.0  # 2 CPUs, 1 in the group
+    status = json.loads(shell.quanta("status", "--json").stdout)
+    assert len(status["jobs"]) == 2 and all(j["is_dead"] for j in status["jobs"])
+    assert shell.quanta("stop").returncode == 0
+    res = shell.quanta("start", "--address", "127.0.0.1:1", "--storage", storage)
+    assert res.returncode == 2 and "--storage is for the head" in res.stderr
+
+
+def test_internal_kv(quanta_node):
+    from quanta.experimental import internal_kv as kv
+
+    assert kv._internal_kv_initialized()
+    assert kv._internal_kv_put("a/1", b"x") is False
+    assert kv._internal_kv_put(b"a/1", "y", overwrite=False) is True
+    assert kv._internal_kv_get("a/1") == b"x"
+    assert kv._internal_kv_put(b"a/2", b"z", namespace="other") is False
+    assert kv._internal_kv_get(b"a/2") is None and kv._internal_kv_exists(b"a/2", namespace="other")
+    kv._internal_kv_put(b"a/3", b"w")
+    assert sorted(kv._internal_kv_list(b"a/")) == [b"a/1", b"a/3"]
+    assert kv._internal_kv_del(b"a/", del_by_prefix=True) == 2
+    assert kv._internal_kv_list(b"a/") == [] and kv._internal_kv_del(b"a/1") == 0
+    with pytest.raises(TypeError, match="key must be bytes or str"):
+        kv._internal_kv_get(1)

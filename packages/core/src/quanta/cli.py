@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--port", type=int, default=6379,
                     help="with --head: the port of the control store's gRPC service, which "
                          "nodes join and drivers connect to (default 6379; 0 picks a free one)")
+    st.add_argument("--storage", default=None,
+                    help="with --head: the control store's SQLite file, kept after `quanta "
+                         "stop` so that a head started again on it finds its KV, jobs and "
+                         "detached placement groups (default: a file in the session, deleted)")
     st.add_argument("--node-ip-address", default=None,
                     help="the address this node listens on and is known by (default "
                          "127.0.0.1: listening on a non-loopback address must be asked for)")
@@ -129,6 +134,14 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from quanta import exceptions as exc
     from quanta._private import cluster, cluster_token, resource_detect
 
+    storage = None
+    if args.storage is not None:
+        if not args.head:
+            parser.error("--storage is for the head (--head): members keep no cluster state")
+        storage = os.path.abspath(args.storage)
+        if not os.path.isdir(os.path.dirname(storage)):
+            parser.error(f"--storage {args.storage}: the directory {os.path.dirname(storage)} "
+                         "does not exist")
     if args.token is not None:
         if args.head:
             parser.error("--token is for joining a cluster (--address); the head makes one")
@@ -151,7 +164,7 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             proc, rec, note = cluster.start_head(
                 num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
                 object_store_memory=store, resources=resources, node_ip=node_ip,
-                port=args.port)
+                port=args.port, storage=storage)
     except ValueError as e:
         _err(str(e))
         return 2

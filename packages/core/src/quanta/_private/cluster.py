@@ -331,7 +331,8 @@ def detect_node_ip() -> str:
 
 def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_memory: int,
                resources: dict[str, float], node_ip: str, port: int,
-               token: str | None = None) -> tuple[Any, dict[str, Any], str | None]:
+               token: str | None = None, storage: str | None = None
+               ) -> tuple[Any, dict[str, Any], str | None]:
     """Start a head node daemon and record it. Returns ``(process, record, note)``; ``note``
     says what stale record was cleaned up, if any. Raises ClusterError when a cluster runs."""
     from quanta._private.node_launcher import start_head_node
@@ -355,7 +356,7 @@ def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_me
         proc, node, log_path = start_head_node(
             num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
             object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
-            control_port=port, token=token)
+            control_port=port, token=token, storage=storage)
         rec = _node_record(proc, node, node_ip, log_path,
                            control_address=node.get("ControlAddress"))
         try:

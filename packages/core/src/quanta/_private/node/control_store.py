@@ -75,6 +75,14 @@ class ControlStore:
             info.update(is_dead=True, end_time=time.time())
             self.storage.put(JOBS, job_id.encode(), pickle.dumps(info))
 
+    def finish_stale_jobs(self) -> None:
+        """Mark the jobs of an earlier run on this storage finished: their drivers are gone."""
+        for key, raw in self.storage.items(JOBS):
+            info = pickle.loads(raw)
+            if not info.get("is_dead"):
+                info.update(is_dead=True, end_time=time.time())
+                self.storage.put(JOBS, key, pickle.dumps(info))
+
     def jobs(self) -> list[dict[str, Any]]:
         return [pickle.loads(v) for _, v in self.storage.items(JOBS)]
 

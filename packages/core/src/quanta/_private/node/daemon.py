@@ -211,6 +211,8 @@ class NodeDaemon:
         self.head_link: Any = None
         self.actors = ActorManager(self)
         self.pgs = PlacementGroupManager(self)
+        self.control.finish_stale_jobs()  # a head restarted on its storage: drivers are gone
+        self.pgs.restore()
         self.job_namespaces: dict[str, str] = {}
         self._handlers = {
             m.CALL: self._on_call,

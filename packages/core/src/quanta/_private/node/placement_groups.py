@@ -64,7 +64,7 @@ class PlacementGroupRecord:
     __slots__ = ("pg_id", "name", "namespace", "strategy", "bundles", "state", "detached",
                  "creator", "job_id", "alloc", "added", "waiters", "reason", "node_id")
 
-    def __init__(self, info: dict[str, Any], creator: Connection) -> None:
+    def __init__(self, info: dict[str, Any], creator: Connection | None) -> None:
         self.pg_id: str = info["pg_id"]
         self.name: str = info.get("name") or ""
         self.namespace: str = info.get("namespace") or ""
@@ -100,7 +100,28 @@ class PlacementGroupManager:
         self.pending: list[PlacementGroupRecord] = []
 
     # --- lifecycle ------------------------------------------------------------------------
-    def create(self, conn: Connection, info: dict[str, Any]) -> None:
+    def restore(self) -> None:
+        """Bring back the groups of an earlier run on the same storage (a restarted head):
+        detached groups are reserved again (or wait, pending, as new ones do); the others
+        belonged to drivers that are gone with that run, so they are recorded as removed."""
+        for _, raw in self.d.control.storage.items(PLACEMENT_GROUPS):
+            old = pickle.loads(raw)
+            if old.get("state") == REMOVED:
+                continue
+            if not old.get("detached"):
+                old["state"] = REMOVED
+                old["reason"] = "its job's driver was gone when the head restarted"
+                self.d.control.storage.put(PLACEMENT_GROUPS,
+                                           old["placement_group_id"].encode(),
+                                           pickle.dumps(old))
+                continue
+            bundles = [dict(b) for _, b in sorted(old["bundles"].items())]
+            self.create(None, {"pg_id": old["placement_group_id"], "name": old["name"],
+                               "namespace": old["namespace"], "strategy": old["strategy"],
+                               "bundles": bundles, "detached": True,
+                               "job_id": old.get("job_id", "")})
+
+    def create(self, conn: Connection | None, info: dict[str, Any]) -> None:
         name = info.get("name") or ""
         key = (info.get("namespace") or "", name)
         if name and key in self.named:

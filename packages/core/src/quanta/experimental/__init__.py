@@ -1,0 +1,1 @@
+"""Experimental APIs, under Ray's names (``ray.experimental``)."""
