@@ -1,0 +1,182 @@
+"""Several node daemons on this machine, for tests: Ray's ``ray.cluster_utils.Cluster``.
+
+Each node is a real node daemon process (the same as ``quanta start``): the first is the head,
+serving the control store over gRPC on a free loopback port; the others join it as members with
+the cluster's token. Nothing is recorded in ``$TMPDIR/quanta`` (the nodes belong to the
+``Cluster`` object, not to ``quanta start``/``stop``), and everything is stopped by
+:meth:`Cluster.shutdown` (also at interpreter exit).
+
+What runs on the members today: nothing yet (they register and report, see
+``docs/compatibility.md``); tests use the cluster for membership and failure detection.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+from quanta._private import cluster_token
+
+_NODE_ARGS = ("num_cpus", "num_gpus", "resources", "memory", "object_store_memory")
+
+
+class ClusterNode:
+    """One node daemon of a :class:`Cluster`."""
+
+    def __init__(self, proc: Any, info: dict[str, Any], is_head: bool) -> None:
+        self.proc = proc
+        self.node_id: str = info["NodeID"]
+        self.unique_id = self.node_id  # Ray's name for it
+        self.address: str = info["DaemonAddress"]
+        self.session_dir: str = info["SessionDir"]
+        self.object_store_dir: str = info["ObjectStoreDir"]
+        self.is_head = is_head
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def __repr__(self) -> str:
+        role = "head" if self.is_head else "member"
+        return f"ClusterNode({role}, {self.node_id[:12]}, pid {self.pid})"
+
+
+class Cluster:
+    """``Cluster(initialize_head=True, head_node_args={"num_cpus": 2})``, then
+    ``add_node(num_cpus=1)``, ``wait_for_nodes()``, ``remove_node(node)``, ``shutdown()``."""
+
+    def __init__(self, initialize_head: bool = False, connect: bool = False,
+                 head_node_args: dict[str, Any] | None = None,
+                 shutdown_at_exit: bool = True) -> None:
+        self.head_node: ClusterNode | None = None
+        self.worker_nodes: list[ClusterNode] = []
+        self.token = cluster_token.generate()
+        self.control_address: str | None = None
+        self._connected = False
+        if shutdown_at_exit:
+            atexit.register(self.shutdown)
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+        elif connect:
+            raise ValueError("Cluster(connect=True) needs initialize_head=True")
+
+    @property
+    def address(self) -> str:
+        """The head's control-store address, ``host:port``."""
+        if self.control_address is None:
+            raise RuntimeError("the cluster has no head node yet: add_node() first")
+        return self.control_address
+
+    def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
+        """Start a node daemon: the head if there is none yet, else a member that joins it.
+        ``node_args``: ``num_cpus`` (default 1), ``num_gpus``, ``resources``, ``memory``,
+        ``object_store_memory``."""
+        from quanta._private import resource_detect
+        from quanta._private.node_launcher import start_head_node
+
+        unknown = set(node_args) - set(_NODE_ARGS)
+        if unknown:
+            raise TypeError(f"add_node() got unknown node arguments {sorted(unknown)}; "
+                            f"allowed: {list(_NODE_ARGS)}")
+        memory = node_args.get("memory") or 2 * 1024**3
+        store = node_args.get("object_store_memory") or min(
+            resource_detect.default_object_store_bytes(memory), 512 * 1024**2)
+        common = dict(num_cpus=node_args.get("num_cpus", 1),
+                      num_gpus=node_args.get("num_gpus", 0) or 0, memory=int(memory),
+                      object_store_memory=int(store),
+                      resources=dict(node_args.get("resources") or {}), node_ip="127.0.0.1",
+                      token=self.token)
+        if self.head_node is None:
+            proc, info, _ = start_head_node(control_port=0, **common)
+            node = self.head_node = ClusterNode(proc, info, True)
+            self.control_address = info["ControlAddress"]
+        else:
+            proc, info, _ = start_head_node(head_address=self.address, **common)
+            node = ClusterNode(proc, info, False)
+            self.worker_nodes.append(node)
+        if wait:
+            self.wait_for_nodes()
+        return node
+
+    def list_all_nodes(self) -> list[ClusterNode]:
+        return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
+
+    def node_states(self) -> dict[str, dict[str, Any]]:
+        """The head's membership table: node id -> record (``state``, ``death_reason``, ...)."""
+        from quanta._private.control_client import ControlClient
+
+        with ControlClient(self.address, self.token) as client:
+            return {n["node_id"]: n for n in client.list_nodes()}
+
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Wait until the head lists every live node of this cluster as alive."""
+        want = {n.node_id for n in self.list_all_nodes() if n.alive()}
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.node_states()
+            if all(states.get(n, {}).get("state") == "ALIVE" for n in want):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes not alive at the head after {timeout} s: "
+                                   f"{sorted(n for n in want if n not in states)}")
+            time.sleep(0.05)
+
+    def remove_node(self, node: ClusterNode, allow_graceful: bool = True) -> None:
+        """Stop ``node``: asked to shut down (it leaves the cluster at once), or, with
+        ``allow_graceful=False``, killed with SIGKILL like a crashed machine (the head notices
+        when its heartbeats stop)."""
+        from quanta._private import cluster
+
+        if allow_graceful:
+            with contextlib.suppress(Exception):
+                cluster.rpc(node.address, "shutdown", timeout=2.0)
+            try:
+                node.proc.wait(10)
+            except Exception:  # noqa: BLE001 - hung: killed below
+                pass
+        if node.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.proc.wait(10)
+        # a killed daemon leaves its zygote and workers (they exit on their own soon, or here)
+        for pid in cluster.session_pids(node.session_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        import shutil
+
+        shutil.rmtree(node.session_dir, ignore_errors=True)
+        shutil.rmtree(node.object_store_dir, ignore_errors=True)
+        if node is self.head_node:
+            self.head_node = None
+        elif node in self.worker_nodes:
+            self.worker_nodes.remove(node)
+
+    def connect(self, namespace: str | None = None) -> dict[str, Any]:
+        """``quanta.init()`` a driver in this process on the head node."""
+        import quanta
+
+        if self.head_node is None:
+            raise RuntimeError("the cluster has no head node: add_node() first")
+        self._connected = True
+        return quanta.init(address=self.head_node.address, namespace=namespace)
+
+    def shutdown(self) -> None:
+        """Disconnect this process's driver and stop every node (members first)."""
+        if self._connected:
+            import quanta
+
+            quanta.shutdown()
+            self._connected = False
+        for node in list(self.worker_nodes):
+            self.remove_node(node)
+        if self.head_node is not None:
+            self.remove_node(self.head_node)

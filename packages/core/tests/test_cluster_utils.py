@@ -1,0 +1,82 @@
+"""The Cluster test helper: real node daemons on this machine joined to one head."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import quanta
+from quanta._private import cluster
+from quanta.cluster_utils import Cluster
+
+
+@pytest.fixture
+def three_nodes():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    sessions = []
+    try:
+        a = c.add_node(num_cpus=1, resources={"special": 1})
+        b = c.add_node(num_cpus=1)
+        sessions = [n.session_dir for n in c.list_all_nodes()]
+        yield c, a, b
+    finally:
+        c.shutdown()
+    assert not [s for s in sessions if cluster.session_pids(s)], "node processes left running"
+    assert not [s for s in sessions if os.path.exists(s)]
+
+
+def test_nodes_join_and_a_killed_one_is_marked_dead(three_nodes, helpers):
+    c, a, b = three_nodes
+    states = c.node_states()
+    assert {n.node_id for n in c.list_all_nodes()} == set(states)
+    assert states[c.head_node.node_id]["is_head"]
+    assert states[a.node_id]["total"]["special"] == 1.0
+    c.remove_node(a, allow_graceful=False)  # like a machine that crashed
+    assert helpers.wait_until(lambda: c.node_states()[a.node_id]["state"] == "DEAD", 10)
+    assert "no heartbeat" in c.node_states()[a.node_id]["death_reason"]
+    c.remove_node(b)  # stopped: it says goodbye, dead at once
+    assert c.node_states()[b.node_id]["state"] == "DEAD"
+    assert c.node_states()[c.head_node.node_id]["state"] == "ALIVE"
+
+
+def test_a_driver_connects_to_the_head(three_nodes):
+    c, _, _ = three_nodes
+    c.connect(namespace="t")
+    try:
+        @quanta.remote
+        def double(x):
+            return 2 * x
+
+        assert quanta.get(double.remote(21)) == 42
+        assert quanta.get_runtime_context().get_node_id() == c.head_node.node_id
+    finally:
+        quanta.shutdown()
+        c._connected = False
+
+
+def test_a_member_outlives_a_pause_of_the_head(helpers):
+    c = Cluster(initialize_head=True)
+    try:
+        a = c.add_node()
+        os.kill(c.head_node.pid, signal.SIGSTOP)  # the head stops answering for a while
+        try:
+            time.sleep(1.5)  # shorter than the 3 s after which the head gives a node up
+            assert a.alive()
+        finally:
+            os.kill(c.head_node.pid, signal.SIGCONT)
+        c.wait_for_nodes()
+        assert c.node_states()[a.node_id]["state"] == "ALIVE"
+    finally:
+        c.shutdown()
+
+
+def test_add_node_checks_its_arguments():
+    c = Cluster()
+    with pytest.raises(TypeError, match="num_cpu"):
+        c.add_node(num_cpu=1)
+    with pytest.raises(RuntimeError, match="no head node"):
+        _ = c.address
+    with pytest.raises(ValueError, match="initialize_head"):
+        Cluster(connect=True)
