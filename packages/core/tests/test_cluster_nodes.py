@@ -247,3 +247,26 @@ def test_internal_kv(quanta_node):
     assert kv._internal_kv_list(b"a/") == [] and kv._internal_kv_del(b"a/1") == 0
     with pytest.raises(TypeError, match="key must be bytes or str"):
         kv._internal_kv_get(1)
+
+
+_GROUPS = r"""
+import quanta
+from quanta.util.placement_group import placement_group
+quanta.init(address="auto", namespace="app")
+ok = placement_group([{"CPU": 1}], name="fits", lifetime="detached")
+quanta.get(ok.ready(), timeout=30)
+placement_group([{"CPU": 100}], name="huge", lifetime="detached")
+"""
+
+
+def test_status_lists_pending_and_infeasible_placement_groups(shell):
+    shell.start()
+    res = subprocess.run([sys.executable, "-c", _GROUPS], env=shell.env, capture_output=True,
+                         text=True, timeout=60, cwd=shell.tmp, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    text = shell.quanta("status").stdout
+    assert "1 created, 1 pending (1 can never be reserved)" in text, text
+    assert "'huge' PACK" in text and "infeasible: The bundles need" in text
+    assert "_group_" not in text  # the group's own resources are not listed one by one
+    assert "1.0/2.0 CPU" in text  # the reserved CPU counts as used
+    assert shell.quanta("stop").returncode == 0

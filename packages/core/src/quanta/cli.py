@@ -390,10 +390,12 @@ def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
     out += ["",
             "Resources of this node (used / total)",
             "-" * 60]
+    from quanta._private.node.placement_groups import pg_of_resource
+
     for name in sorted(total, key=lambda k: (k not in ("CPU", "GPU", "memory",
                                                        "object_store_memory"), k)):
-        if name.startswith("node:"):
-            continue
+        if name.startswith("node:") or pg_of_resource(name):
+            continue  # a group's own resources: summed up under "Placement groups"
         t = total[name]
         used = t - avail.get(name, 0.0)
         if name in ("memory", "object_store_memory"):
@@ -406,6 +408,20 @@ def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
             f"Pending lease requests: {len(pending)}"]
     for shape in pending[:5]:
         out.append(f"  {shape}")
+    waiting = status.get("pending_placement_groups") or []
+    infeasible = [g for g in waiting if g.get("reason")]
+    out += ["",
+            "Placement groups",
+            "-" * 60,
+            f" {status.get('created_placement_groups', 0)} created, {len(waiting)} pending "
+            f"({len(infeasible)} can never be reserved)"]
+    for g in waiting[:10]:
+        bundles = list(g.get("bundles", {}).values())
+        name = f" {g['name']!r}" if g.get("name") else ""
+        line = f"  PENDING {g['placement_group_id'][:12]}{name} {g['strategy']} {bundles}"
+        if g.get("reason"):
+            line += f"  [infeasible: {g['reason']}]"
+        out.append(line)
     st = status.get("store", {})
     out += ["",
             "Object store",

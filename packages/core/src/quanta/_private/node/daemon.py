@@ -645,6 +645,8 @@ class NodeDaemon:
             "idle_workers": len(self.idle),
             "pending_leases": [r.resources.to_dict() for r in self.requests],
             "infeasible_placement_groups": self.pgs.infeasible(),
+            "pending_placement_groups": self.pgs.pending_groups(),
+            "created_placement_groups": self.pgs.created_count(),
             "store": self.store.stats(),
             "jobs": self.control.jobs(),
         }

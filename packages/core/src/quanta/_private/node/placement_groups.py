@@ -147,8 +147,10 @@ class PlacementGroupManager:
         for b in rec.bundles:
             total = total + ResourceSet(b)
         if not res.feasible(total):
+            plain = ResourceSet({k: v for k, v in res.total.to_dict().items()
+                                 if not pg_of_resource(k)})  # not other groups' resources
             return (f"The bundles need {total!r} together but the largest node has "
-                    f"{res.total!r}.")
+                    f"{plain!r}.")
         return ""
 
     def schedule(self) -> None:
@@ -255,6 +257,14 @@ class PlacementGroupManager:
 
     def infeasible(self) -> list[dict[str, Any]]:
         return [rec.public() for rec in self.pending if rec.reason]
+
+    def pending_groups(self) -> list[dict[str, Any]]:
+        """Every group waiting to be reserved, in creation order (``reason`` set when it can
+        never fit)."""
+        return [rec.public() for rec in self.pending if rec.state == PENDING]
+
+    def created_count(self) -> int:
+        return sum(1 for rec in self.groups.values() if rec.state == CREATED)
 
     # --- helpers ----------------------------------------------------------------------------
     def _reply(self, conn: Connection, req: int, ok: bool) -> None:
