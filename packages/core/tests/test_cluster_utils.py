@@ -80,3 +80,24 @@ def test_add_node_checks_its_arguments():
         _ = c.address
     with pytest.raises(ValueError, match="initialize_head"):
         Cluster(connect=True)
+
+
+def test_nodes_lists_every_node_of_the_cluster(three_nodes, helpers):
+    c, a, b = three_nodes
+    c.connect(namespace="t")
+    try:
+        nodes = {n["NodeID"]: n for n in quanta.nodes()}
+        assert set(nodes) == {n.node_id for n in c.list_all_nodes()}
+        assert quanta.nodes()[0]["NodeID"] == c.head_node.node_id  # the driver's node first
+        assert all(n["Alive"] for n in nodes.values())
+        assert nodes[a.node_id]["Resources"]["special"] == 1.0
+        # work still runs on the driver's node only: its resources are what can be used
+        assert "special" not in quanta.cluster_resources()
+        c.remove_node(b, allow_graceful=False)
+        assert helpers.wait_until(
+            lambda: not {n["NodeID"]: n for n in quanta.nodes()}[b.node_id]["Alive"], 10)
+        gone = {n["NodeID"]: n for n in quanta.nodes()}[b.node_id]
+        assert gone["Resources"] == {} and "no heartbeat" in gone["DeathReason"]
+    finally:
+        quanta.shutdown()
+        c._connected = False

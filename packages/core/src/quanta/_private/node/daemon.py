@@ -629,7 +629,14 @@ class NodeDaemon:
         return self.control.kv_keys(namespace, prefix)
 
     def rpc_nodes(self, conn: Connection) -> list[dict[str, Any]]:
-        return [self.node_info()]
+        """This node first, then (on a cluster's head) every other node it knows, alive or
+        dead, in Ray's ``nodes()`` shape."""
+        out = [self.node_info()]
+        if self.control_server is not None:
+            for rec in self.membership.all():
+                if rec["node_id"] != self.node_id:
+                    out.append(_ray_node(rec))
+        return out
 
     def rpc_cluster_resources(self, conn: Connection) -> dict[str, float]:
         return self.resources.total.to_dict()
@@ -788,6 +795,23 @@ class NodeDaemon:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _ray_node(rec: dict[str, Any]) -> dict[str, Any]:
+    """A membership record in the shape ``nodes()`` returns (as ``NodeDaemon.node_info``)."""
+    alive = rec["state"] == "ALIVE"
+    return {
+        "NodeID": rec["node_id"],
+        "Alive": alive,
+        "NodeManagerAddress": rec.get("node_ip", ""),
+        "NodeManagerHostname": rec.get("hostname", ""),
+        "NodeName": rec.get("node_ip", ""),
+        "Resources": dict(rec.get("total") or {}) if alive else {},
+        "DaemonAddress": rec.get("daemon_address", ""),
+        "SessionDir": rec.get("session_dir", ""),
+        "alive": alive,
+        "DeathReason": rec.get("death_reason", ""),
+    }
 
 
 def _group_members() -> list[int]:
