@@ -264,7 +264,7 @@ def _block(proc: Any, rec: dict[str, Any]) -> int:
         current = cluster.read_record()
         ours = current is not None and current.get("pid") == rec["pid"]
         if ours:  # not stopped by `quanta stop` (which removes the record first)
-            cluster._stop_recorded(rec, force=True, timeout=0)
+            cluster.stop_node_daemon(rec, force=True, timeout=0)
             cluster.remove_record(rec["pid"])
     if ours:
         _err(f"the node daemon (pid {rec['pid']}) exited unexpectedly with code {code}; "

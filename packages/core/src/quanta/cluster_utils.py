@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
-import signal
 import time
 from typing import Any
 
@@ -136,25 +134,11 @@ class Cluster:
         when its heartbeats stop)."""
         from quanta._private import cluster
 
-        if allow_graceful:
-            with contextlib.suppress(Exception):
-                cluster.rpc(node.address, "shutdown", timeout=2.0)
-            try:
-                node.proc.wait(10)
-            except Exception:  # noqa: BLE001 - hung: killed below
-                pass
-        if node.alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(node.pid, signal.SIGKILL)
-            node.proc.wait(10)
-        # a killed daemon leaves its zygote and workers (they exit on their own soon, or here)
-        for pid in cluster.session_pids(node.session_dir):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        import shutil
-
-        shutil.rmtree(node.session_dir, ignore_errors=True)
-        shutil.rmtree(node.object_store_dir, ignore_errors=True)
+        cluster.stop_node_daemon(
+            {"pid": node.pid, "address": node.address, "session_dir": node.session_dir,
+             "object_store_dir": node.object_store_dir}, force=not allow_graceful, timeout=10)
+        with contextlib.suppress(Exception):
+            node.proc.wait(10)  # reap it: it is this process's child
         if node is self.head_node:
             self.head_node = None
         elif node in self.worker_nodes:

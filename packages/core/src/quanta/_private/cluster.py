@@ -362,7 +362,7 @@ def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_me
         try:
             write_record(rec)
         except OSError:
-            _stop_recorded(rec, force=True, timeout=0)
+            stop_node_daemon(rec, force=True, timeout=0)
             raise
     return proc, rec, note
 
@@ -447,18 +447,22 @@ def stop(force: bool = False, timeout: float = 10.0
     with record_lock():
         members = []
         for mrec in read_members():
-            members.append((mrec, _stop_recorded(mrec, force=force, timeout=timeout)))
+            members.append((mrec, stop_node_daemon(mrec, force=force, timeout=timeout)))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_member_path(mrec["pid"]))
         rec = read_record()
         if rec is None:
             return None, "none", members
-        how = _stop_recorded(rec, force=force, timeout=timeout)
+        how = stop_node_daemon(rec, force=force, timeout=timeout)
         remove_record(rec["pid"])
         return rec, how, members
 
 
-def _stop_recorded(rec: dict[str, Any], *, force: bool, timeout: float) -> str:
+def stop_node_daemon(rec: dict[str, Any], *, force: bool, timeout: float) -> str:
+    """Stop the daemon ``rec`` describes (``pid``, ``address``, ``session_dir``,
+    ``object_store_dir``): ask it to shut down and wait up to ``timeout`` (unless ``force``),
+    then SIGKILL its process group and whatever of its session still runs, and delete its
+    files. Returns ``"stale"``, ``"stopped"`` or ``"killed"`` (see :func:`stop`)."""
     pid = rec["pid"]
     session_dir = rec.get("session_dir", "")
     ours = is_daemon_process(pid, session_dir)
