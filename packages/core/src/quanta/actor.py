@@ -18,6 +18,7 @@ from typing import Any
 
 from quanta._private import serialization
 from quanta._private.actor_runtime import ActorExit
+from quanta._private.ids import HexID
 from quanta._private.options import (
     resource_request,
     validate_actor_options,
@@ -213,28 +214,10 @@ def _merge_options(base: dict[str, Any], options: dict[str, Any]) -> dict[str, A
     return merged
 
 
-class ActorID:
+class ActorID(HexID):
     """An actor's id (Ray's ``ActorID``): ``hex()`` and ``binary()``."""
 
-    __slots__ = ("_hex",)
-
-    def __init__(self, hex_id: str) -> None:
-        self._hex = hex_id
-
-    def hex(self) -> str:
-        return self._hex
-
-    def binary(self) -> bytes:
-        return bytes.fromhex(self._hex)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorID) and other._hex == self._hex
-
-    def __hash__(self) -> int:
-        return hash(self._hex)
-
-    def __repr__(self) -> str:
-        return f"ActorID({self._hex})"
+    __slots__ = ()
 
 
 class ActorHandle:

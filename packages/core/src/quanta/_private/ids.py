@@ -49,3 +49,27 @@ def process_prefix_hex() -> str:
 def new_actor_id() -> str:
     """A fresh actor id: 32 hex digits (16 random bytes)."""
     return os.urandom(16).hex()
+
+
+class HexID:
+    """An id shown as hex, compared by value (base of ``ActorID``, ``PlacementGroupID``)."""
+
+    __slots__ = ("_hex",)
+
+    def __init__(self, hex_id: str) -> None:
+        self._hex = hex_id
+
+    def hex(self) -> str:
+        return self._hex
+
+    def binary(self) -> bytes:
+        return bytes.fromhex(self._hex)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._hex == self._hex
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._hex})"

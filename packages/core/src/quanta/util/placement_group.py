@@ -11,31 +11,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from quanta._private.ids import HexID
 from quanta.object_ref import ObjectRef
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-class PlacementGroupID:
-    __slots__ = ("_hex",)
+class PlacementGroupID(HexID):
+    """A placement group's id: ``hex()`` and ``binary()``."""
 
-    def __init__(self, hex_id: str) -> None:
-        self._hex = hex_id
-
-    def hex(self) -> str:
-        return self._hex
-
-    def binary(self) -> bytes:
-        return bytes.fromhex(self._hex)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PlacementGroupID) and other._hex == self._hex
-
-    def __hash__(self) -> int:
-        return hash(self._hex)
-
-    def __repr__(self) -> str:
-        return f"PlacementGroupID({self._hex})"
+    __slots__ = ()
 
 
 class PlacementGroup:
