@@ -101,3 +101,30 @@ def test_nodes_lists_every_node_of_the_cluster(three_nodes, helpers):
     finally:
         quanta.shutdown()
         c._connected = False
+
+
+def test_an_object_is_pulled_from_another_node(three_nodes):
+    import numpy as np
+
+    c, a, _ = three_nodes
+    c.connect(namespace="t")
+    try:
+        arr = np.arange(6_000_000, dtype=np.int64)  # 48 MB: in the head's shared memory
+        ref = quanta.put(arr)
+        hexid = ref.hex()
+        head = cluster.rpc(c.head_node.address, "nodes")[0]
+        path = cluster.rpc(a.address, "pull_object", head["NodeAddress"], hexid, timeout=60)
+        src = os.path.join(c.head_node.object_store_dir, os.path.basename(path))
+        with open(src, "rb") as f1, open(path, "rb") as f2:
+            assert f1.read() == f2.read()
+        stats = cluster.rpc(a.address, "store_stats")
+        assert stats["num_objects"] == 1 and stats["used_bytes"] == os.path.getsize(path)
+        assert not [n for n in os.listdir(a.object_store_dir) if n.endswith(".tmp")]
+        # pulling it again is answered from the store
+        assert cluster.rpc(a.address, "pull_object", head["NodeAddress"], hexid) == path
+        with pytest.raises(Exception, match="cannot send object 00ff"):
+            cluster.rpc(a.address, "pull_object", head["NodeAddress"], "00ff" * 7, timeout=30)
+        del ref
+    finally:
+        quanta.shutdown()
+        c._connected = False

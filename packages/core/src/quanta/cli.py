@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--port", type=int, default=6379,
                     help="with --head: the port of the control store's gRPC service, which "
                          "nodes join and drivers connect to (default 6379; 0 picks a free one)")
+    st.add_argument("--node-manager-port", type=int, default=0,
+                    help="the node's TCP port for other nodes (objects they pull from it); "
+                         "default 0 picks a free one. With --port, a node listens on 2 ports")
     st.add_argument("--storage", default=None,
                     help="with --head: the control store's SQLite file, kept after `quanta "
                          "stop` so that a head started again on it finds its KV, jobs and "
@@ -127,8 +130,9 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if not 0 <= args.port < 65536:
-        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    for flag, value in (("--port", args.port), ("--node-manager-port", args.node_manager_port)):
+        if not 0 <= value < 65536:
+            parser.error(f"{flag} must be between 0 and 65535, got {value}")
     resources = _parse_resources(parser, args.resources)
 
     from quanta import exceptions as exc
@@ -158,13 +162,13 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             proc, rec = cluster.start_member(
                 head_address=args.address, token=args.token, num_cpus=cpus,
                 num_gpus=args.num_gpus or 0, memory=memory, object_store_memory=store,
-                resources=resources, node_ip=node_ip)
+                resources=resources, node_ip=node_ip, node_port=args.node_manager_port)
             note = None
         else:
             proc, rec, note = cluster.start_head(
                 num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
                 object_store_memory=store, resources=resources, node_ip=node_ip,
-                port=args.port, storage=storage)
+                port=args.port, storage=storage, node_port=args.node_manager_port)
     except ValueError as e:
         _err(str(e))
         return 2

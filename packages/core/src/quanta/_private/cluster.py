@@ -331,8 +331,8 @@ def detect_node_ip() -> str:
 
 def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_memory: int,
                resources: dict[str, float], node_ip: str, port: int,
-               token: str | None = None, storage: str | None = None
-               ) -> tuple[Any, dict[str, Any], str | None]:
+               token: str | None = None, storage: str | None = None,
+               node_port: int | None = None) -> tuple[Any, dict[str, Any], str | None]:
     """Start a head node daemon and record it. Returns ``(process, record, note)``; ``note``
     says what stale record was cleaned up, if any. Raises ClusterError when a cluster runs."""
     from quanta._private.node_launcher import start_head_node
@@ -356,9 +356,10 @@ def start_head(*, num_cpus: float, num_gpus: float, memory: int, object_store_me
         proc, node, log_path = start_head_node(
             num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
             object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
-            control_port=port, token=token, storage=storage)
+            control_port=port, token=token, storage=storage, node_port=node_port)
         rec = _node_record(proc, node, node_ip, log_path,
-                           control_address=node.get("ControlAddress"))
+                           control_address=node.get("ControlAddress"),
+                           node_address=node.get("NodeAddress"))
         try:
             write_record(rec)
         except OSError:
@@ -398,7 +399,7 @@ def _member_path(pid: int) -> str:
 
 def start_member(*, head_address: str, token: str | None, num_cpus: float, num_gpus: float,
                  memory: int, object_store_memory: int, resources: dict[str, float],
-                 node_ip: str) -> tuple[Any, dict[str, Any]]:
+                 node_ip: str, node_port: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Start a node daemon that joins the head at ``head_address`` and record it. Raises
     ValueError without a token, RaySystemStartupError when the head refuses or is away."""
     from quanta._private.node_launcher import start_head_node
@@ -412,8 +413,9 @@ def start_member(*, head_address: str, token: str | None, num_cpus: float, num_g
     proc, node, log_path = start_head_node(
         num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
         object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
-        head_address=head_address, token=token)
-    rec = _node_record(proc, node, node_ip, log_path, head_address=head_address)
+        head_address=head_address, token=token, node_port=node_port)
+    rec = _node_record(proc, node, node_ip, log_path, head_address=head_address,
+                       node_address=node.get("NodeAddress"))
     os.makedirs(members_dir(), exist_ok=True)
     path = _member_path(proc.pid)
     with open(path + ".tmp", "w") as f:

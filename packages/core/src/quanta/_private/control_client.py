@@ -15,7 +15,8 @@ from quanta._proto import control_pb2 as pb
 from quanta._proto import control_pb2_grpc as pb_grpc
 
 _FIELDS = ("node_id", "daemon_address", "node_ip", "hostname", "is_head", "state",
-           "registered_at", "last_heartbeat", "death_reason", "pid", "session_dir")
+           "registered_at", "last_heartbeat", "death_reason", "pid", "session_dir",
+           "node_address")
 
 
 def node_to_pb(rec: dict[str, Any]) -> pb.NodeInfo:

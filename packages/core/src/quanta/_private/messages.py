@@ -42,6 +42,8 @@ WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
 WORKER_UNBLOCKED = 46
 OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)
 OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled): recycled = owner kept the file
+OBJECT_PULL = 49     # (OBJECT_PULL, object_id_hex): daemon -> daemon over TCP; the answer is raw
+#                      bytes, not frames (see node/object_transfer.py)
 
 # --- actors: node daemon <-> workers and callers ----------------------------------------------
 ACTOR_CREATE = 50    # (ACTOR_CREATE, creation_dict): daemon -> the worker that becomes the actor

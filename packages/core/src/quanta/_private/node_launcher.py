@@ -74,7 +74,8 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
                     object_store_memory: int, resources: dict[str, float], node_ip: str,
                     control_port: int | None = None, head_address: str | None = None,
                     token: str | None = None, storage: str | None = None,
-                    timeout: float = 30.0) -> tuple[subprocess.Popen, dict[str, Any], str]:
+                    node_port: int | None = None, timeout: float = 30.0
+                    ) -> tuple[subprocess.Popen, dict[str, Any], str]:
     """Start a daemon that belongs to no driver (``quanta start --head`` with
     ``control_port``, the gRPC port of the control store; or ``quanta start --address``
     with ``head_address`` and ``token``, a member node that joins that head).
@@ -99,6 +100,8 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
         cmd += ["--head-address", head_address]
     if storage:
         cmd += ["--storage", storage]
+    if node_port is not None:
+        cmd += ["--tcp-port", str(int(node_port))]
     env = dict(os.environ)
     if token:  # by environment, not argv: other users can read a process's arguments
         env["QUANTA_CLUSTER_TOKEN"] = token

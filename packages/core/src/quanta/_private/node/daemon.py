@@ -36,11 +36,13 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import uuid
 from typing import Any
 
 from quanta._private import messages as m
+from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.control_store import ControlStore
 from quanta._private.node.membership import Membership
@@ -204,6 +206,9 @@ class NodeDaemon:
         self.zygote.on_close.append(lambda c: self.shutdown())
         self.reactor.register(self.zygote)
         self.cluster_id = self.node_id
+        self.tcp_address: str | None = None
+        if args.tcp_port is not None:  # before the membership records this node's addresses
+            self.listen_tcp(args.tcp_port)
         self.membership = Membership(self.control)
         self.membership.register(self.member_record())
         self.control_server: Any = None
@@ -223,6 +228,7 @@ class NodeDaemon:
             m.WORKER_UNBLOCKED: self._on_unblocked,
             m.OBJECT_SEALED: self._on_sealed,
             m.OBJECT_FREE: self._on_free,
+            m.OBJECT_PULL: self._on_pull,
         }
 
     def _start_zygote(self) -> socket.socket:
@@ -249,6 +255,7 @@ class NodeDaemon:
             "DaemonAddress": self.address,
             "ObjectStoreDir": self.store.shm_dir,
             "SessionDir": self.session_dir,
+            "NodeAddress": self.tcp_address,
             "alive": True,
         }
 
@@ -264,6 +271,7 @@ class NodeDaemon:
             "available": self.resources.available.to_dict(),
             "pid": os.getpid(),
             "session_dir": self.session_dir,
+            "node_address": self.tcp_address or "",
         }
 
     # --- the cluster: head (control-plane server) or member (link to the head) -----------
@@ -317,6 +325,9 @@ class NodeDaemon:
 
     def _on_call(self, conn: Connection, msg: tuple) -> None:
         _, req, method, args = msg
+        if method == "pull_object":  # answered when the copy is sealed here
+            self._pull_object(conn, req, *args)
+            return
         if method == "wait_placement_group":  # answered when the group is created
             ready = self.pgs.wait(conn, req, *args)
             if ready is None:
@@ -602,6 +613,50 @@ class NodeDaemon:
         for hexid in msg[1]:
             drop(hexid)
 
+    def _on_pull(self, conn: Connection, msg: tuple) -> None:
+        """Another node pulls an object of this node's store (see object_transfer.py)."""
+        def open_object(hexid: str) -> int:
+            return os.open(self.store.restore(hexid), os.O_RDONLY)
+
+        object_transfer.serve_pull(conn, open_object, msg[1])
+
+    def _pull_object(self, conn: Connection, req: int, source: str, hexid: str) -> None:
+        """Copy object ``hexid`` from the node at ``source`` into this node's store, on a
+        thread; reply to ``req`` when it is sealed here (or with the error)."""
+        if self.store.contains(hexid):
+            conn.send((m.REPLY, req, True, self.store.path_for(hexid)))
+            return
+
+        def run() -> None:
+            path = self.store.path_for(hexid)
+            try:
+                size = object_transfer.pull(source, hexid, path)
+            except Exception as e:  # noqa: BLE001 - travels back to the caller
+                error = e
+                self.reactor.call_soon_threadsafe(lambda: _reply(False, error))
+                return
+
+            def seal() -> None:
+                self.store.sealed(hexid, size)
+                _reply(True, path)
+
+            self.reactor.call_soon_threadsafe(seal)
+
+        def _reply(ok: bool, value: Any) -> None:
+            try:
+                conn.send((m.REPLY, req, ok, value))
+            except ConnectionClosed:
+                pass
+
+        threading.Thread(target=run, name="quanta-object-pull", daemon=True).start()
+
+    def rpc_free_objects(self, conn: Connection, hexids: list[str]) -> int:
+        """Delete these objects' copies from this node's store. Returns how many it had."""
+        had = [h for h in hexids if self.store.contains(h)]
+        for hexid in had:
+            self.store.delete(hexid)
+        return len(had)
+
     def rpc_restore_object(self, conn: Connection, hexid: str) -> str:
         return self.store.restore(hexid)
 
@@ -873,6 +928,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head-address", default="",
                    help="join the cluster whose head serves its control store at HOST:PORT")
     args = p.parse_args(argv)
+    if args.tcp_port is None and (args.control_port is not None or args.head_address):
+        args.tcp_port = 0  # a node of a cluster: other nodes reach it over TCP
     # The cluster token (head: generated when absent; member: required) comes by environment.
     args.token = os.environ.pop("QUANTA_CLUSTER_TOKEN", None)
     if args.num_prestart is None:
@@ -880,15 +937,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.parent_death:
         set_parent_death_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    daemon = NodeDaemon(args)
+    try:
+        daemon = NodeDaemon(args)
+    except OSError as e:
+        if args.tcp_port is None:
+            raise
+        print(f"quanta node daemon: cannot listen on tcp://{args.node_ip}:{args.tcp_port}: "
+              f"{e}", file=sys.stderr, flush=True)
+        _kill_group_members()  # the zygote, forked already
+        shutil.rmtree(args.session_dir, ignore_errors=True)
+        shutil.rmtree(os.path.join(args.shm_dir, f"quanta-{os.path.basename(args.session_dir)}"),
+                      ignore_errors=True)
+        sys.exit(1)
     signal.signal(signal.SIGTERM, lambda *a: daemon.shutdown())
-    if args.tcp_port is not None:
-        try:
-            daemon.listen_tcp(args.tcp_port)
-        except OSError as e:
-            print(f"quanta node daemon: cannot listen on tcp://{args.node_ip}:{args.tcp_port}: "
-                  f"{e}", file=sys.stderr, flush=True)
-            daemon.shutdown()
     if args.control_port is not None:
         try:
             daemon.serve_control(args.control_port, args.token)

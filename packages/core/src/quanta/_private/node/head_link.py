@@ -48,7 +48,7 @@ class HeadLink:
         d = self.daemon
         msg = pb.NodeInfo(node_id=d.node_id, daemon_address=d.address, node_ip=d.args.node_ip,
                           hostname=socket.gethostname(), is_head=False, pid=os.getpid(),
-                          session_dir=d.session_dir)
+                          session_dir=d.session_dir, node_address=d.tcp_address or "")
         msg.total.update(d.resources.total.to_dict())
         msg.available.update(self._available)
         return msg
