@@ -10,58 +10,21 @@ from __future__ import annotations
 
 import glob
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import quanta
 from quanta._private import api
+from quanta._private.testing import descendants, pid_alive, wait_until
 
 _our_stores: set[str] = set()  # the /dev/shm stores of the nodes these tests started
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``pred`` until it is true or ``timeout`` seconds pass (for processes exiting)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= deadline:
-            return bool(pred())
-        time.sleep(interval)
-    return True
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process under ``pid``."""
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except FileNotFoundError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            for k in kids:
-                if k not in out:
-                    out.add(k)
-                    todo.append(k)
-    return out
 
 
 def cpu_seconds(pid: int) -> float:
