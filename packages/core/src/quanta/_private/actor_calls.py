@@ -108,19 +108,8 @@ class ActorCallsMixin:
                 entry.local = 1
                 self.objects[handle_ref_id(actor_id)] = entry
                 handle_ref = ObjectRef(handle_ref_id(actor_id), self.address, self)
-            for ref in spec.pins:
-                entry = self.objects.get(ref._id)
-                if entry is not None:
-                    entry.pins += 1
-            pending = 0
-            for ref in spec.arg_refs:
-                entry = self.objects[ref._id]
-                if entry.value is None:
-                    pending += 1
-                    entry.waiters = (entry.waiters or []) + [
-                        lambda: self._creation_dep_ready(st, creation)]
-                    self._ensure_fetch(ref._id, entry)
-            spec.deps_pending = pending
+            pending = self._pin_and_await_args(
+                spec, lambda: self._creation_dep_ready(st, creation))
             if pending == 0:
                 info["creation"] = self._creation_payload(spec, creation)
         try:

@@ -1004,22 +1004,29 @@ class CoreWorker(ActorCallsMixin):
                 entry.local = 1
                 self.objects[oid] = entry
                 returns.append(ObjectRef(oid, self.address, self))
+        pending = self._pin_and_await_args(spec, lambda spec=spec: self._dep_ready(spec))
+        if pending == 0:
+            self._dispatch_task(spec)
+        return returns
+
+    def _pin_and_await_args(self, spec: TaskSpec, on_ready: Callable[[], None]) -> int:
+        """Pin the refs ``spec`` holds and have ``on_ready`` called once per argument ref
+        whose value is not here yet (fetching it). Sets and returns ``spec.deps_pending``.
+        Lock held."""
+        objects = self.objects
         for ref in spec.pins:
-            entry = self.objects.get(ref._id)
+            entry = objects.get(ref._id)
             if entry is not None:
                 entry.pins += 1
         pending = 0
         for ref in spec.arg_refs:
-            entry = self.objects[ref._id]
+            entry = objects[ref._id]
             if entry.value is None:
                 pending += 1
-                entry.waiters = (entry.waiters or []) + [
-                    lambda spec=spec: self._dep_ready(spec)]
+                entry.waiters = (entry.waiters or []) + [on_ready]
                 self._ensure_fetch(ref._id, entry)
         spec.deps_pending = pending
-        if pending == 0:
-            self._dispatch_task(spec)
-        return returns
+        return pending
 
     def _encode_args(self, spec: TaskSpec, args: tuple, kwargs: dict) -> None:
         arg_refs: list[ObjectRef] = []
