@@ -100,3 +100,31 @@ def helpers():
     return types.SimpleNamespace(
         wait_until=wait_until, pid_alive=pid_alive, descendants=descendants, store_stats=store_stats
     )
+
+
+@pytest.fixture
+def make_cluster():
+    """``make_cluster(head_args, *member_args)`` starts a ``Cluster`` (a head and members on
+    this machine) and returns it with its members; at the end of the test every cluster made
+    is shut down and checked to leave no process or session directory behind."""
+    from quanta._private import cluster
+    from quanta.cluster_utils import Cluster
+
+    made: list[Cluster] = []
+    sessions: list[str] = []
+
+    def make(head_args: dict[str, Any], *member_args: dict[str, Any]):
+        c = Cluster(initialize_head=True, head_node_args=head_args)
+        made.append(c)
+        sessions.append(c.head_node.session_dir)
+        members = [c.add_node(**args) for args in member_args]
+        sessions.extend(n.session_dir for n in members)
+        return c, members
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.shutdown()
+    assert not [s for s in sessions if cluster.session_pids(s)], "node processes left running"
+    assert not [s for s in sessions if os.path.exists(s)]

@@ -13,18 +13,10 @@ from quanta.cluster_utils import Cluster
 
 
 @pytest.fixture
-def three_nodes():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    sessions = []
-    try:
-        a = c.add_node(num_cpus=1, resources={"special": 1})
-        b = c.add_node(num_cpus=1)
-        sessions = [n.session_dir for n in c.list_all_nodes()]
-        yield c, a, b
-    finally:
-        c.shutdown()
-    assert not [s for s in sessions if cluster.session_pids(s)], "node processes left running"
-    assert not [s for s in sessions if os.path.exists(s)]
+def three_nodes(make_cluster):
+    c, (a, b) = make_cluster({"num_cpus": 2}, {"num_cpus": 1, "resources": {"special": 1}},
+                             {"num_cpus": 1})
+    return c, a, b
 
 
 def test_nodes_join_and_a_killed_one_is_marked_dead(three_nodes, helpers):
@@ -91,8 +83,9 @@ def test_nodes_lists_every_node_of_the_cluster(three_nodes, helpers):
         assert quanta.nodes()[0]["NodeID"] == c.head_node.node_id  # the driver's node first
         assert all(n["Alive"] for n in nodes.values())
         assert nodes[a.node_id]["Resources"]["special"] == 1.0
-        # work still runs on the driver's node only: its resources are what can be used
-        assert "special" not in quanta.cluster_resources()
+        # the cluster's resources are every alive node's, summed
+        assert helpers.wait_until(
+            lambda: quanta.cluster_resources().get("special") == 1.0, 10)
         c.remove_node(b, allow_graceful=False)
         assert helpers.wait_until(
             lambda: not {n["NodeID"]: n for n in quanta.nodes()}[b.node_id]["Alive"], 10)

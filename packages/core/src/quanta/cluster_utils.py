@@ -116,17 +116,31 @@ class Cluster:
             return {n["node_id"]: n for n in client.list_nodes()}
 
     def wait_for_nodes(self, timeout: float = 30.0) -> None:
-        """Wait until the head lists every live node of this cluster as alive."""
-        want = {n.node_id for n in self.list_all_nodes() if n.alive()}
+        """Wait until the head lists every live node of this cluster as alive, and every
+        live node knows all the others (work can be sent to any of them from any of them)."""
+        from quanta._private import cluster
+
+        live = [n for n in self.list_all_nodes() if n.alive()]
+        want = {n.node_id for n in live}
         deadline = time.monotonic() + timeout
         while True:
             states = self.node_states()
             if all(states.get(n, {}).get("state") == "ALIVE" for n in want):
-                return
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nodes not alive at the head after {timeout} s: "
                                    f"{sorted(n for n in want if n not in states)}")
             time.sleep(0.05)
+        for node in live:
+            while True:
+                known = {n["NodeID"] for n in cluster.rpc(node.address, "nodes")
+                         if n.get("Alive")}
+                if want <= known:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"node {node.node_id} does not know of nodes "
+                                       f"{sorted(want - known)} after {timeout} s")
+                time.sleep(0.05)
 
     def remove_node(self, node: ClusterNode, allow_graceful: bool = True) -> None:
         """Stop ``node``: asked to shut down (it leaves the cluster at once), or, with

@@ -163,6 +163,7 @@ def _connect(address: str, namespace: str | None) -> _Session:
     """Connect this driver to the running node daemon ``address`` names, as a non-primary
     driver: the node outlives it. Lock held."""
     from quanta._private import cluster, ids
+    from quanta._private.transport import routed_address
 
     node = cluster.resolve_address(address)
     job_id = uuid.uuid4().hex[:8]
@@ -184,6 +185,8 @@ def _connect(address: str, namespace: str | None) -> _Session:
     try:
         info = cw.call_daemon("register_driver", job_id, os.getpid(), False, cw.namespace,
                               timeout=30)
+        if info.get("NodeAddress"):  # a cluster node: processes of other nodes reach us
+            cw.join_cluster(routed_address(info["NodeAddress"], cw.worker_id))
         # The node frees what this driver owned when its connection closes.
         cw.call_daemon("attach_driver", job_id, cw.worker_id, cw.address,
                        ids.process_prefix_hex(), timeout=30)

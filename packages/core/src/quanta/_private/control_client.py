@@ -88,10 +88,21 @@ class ControlClient:
     def register_node(self, node: pb.NodeInfo) -> pb.RegisterNodeReply:
         return self._call("RegisterNode", pb.RegisterNodeRequest(node=node))
 
-    def heartbeat(self, node_id: str, available: dict[str, float]) -> bool:
+    def heartbeat(self, node_id: str,
+                  available: dict[str, float]) -> tuple[bool, list[dict[str, Any]]]:
+        """Report; returns (whether the head knows this node as alive, the alive nodes)."""
         req = pb.HeartbeatRequest(node_id=node_id)
         req.available.update(available)
-        return self._call("ReportHeartbeat", req).known
+        reply = self._call("ReportHeartbeat", req)
+        return reply.known, [node_from_pb(n) for n in reply.nodes]
+
+    def export_function(self, fn_id: bytes, blob: bytes) -> None:
+        self._call("ExportFunction", pb.ExportFunctionRequest(function_id=fn_id, blob=blob))
+
+    def get_function(self, fn_id: bytes) -> bytes | None:
+        """The exported blob of ``fn_id``, or None when nobody exported it."""
+        reply = self._call("GetFunction", pb.GetFunctionRequest(function_id=fn_id))
+        return reply.blob if reply.found else None
 
     def unregister_node(self, node_id: str, reason: str) -> None:
         self._call("UnregisterNode", pb.UnregisterNodeRequest(node_id=node_id, reason=reason))

@@ -133,9 +133,11 @@ class TaskSpec:
 
 
 class Lease:
-    __slots__ = ("worker_id", "address", "conn", "key", "inflight", "gpu_ids", "idle_token")
+    __slots__ = ("worker_id", "address", "conn", "key", "inflight", "gpu_ids", "idle_token",
+                 "daemon")
 
-    def __init__(self, worker_id, address, conn, key, gpu_ids):
+    def __init__(self, worker_id, address, conn, key, gpu_ids, daemon):
+        self.daemon = daemon  # the connection to the daemon that granted it
         self.worker_id = worker_id
         self.address = address
         self.conn = conn
@@ -228,12 +230,17 @@ class CoreWorker(ActorCallsMixin):
         self.current_task_id: bytes | None = None  # set by the executor inside workers
         self.on_blocked: Callable[[bool], None] | None = None
         self.task_handler: Callable[[Connection, tuple], None] | None = None
+        self.lease_requests: dict[int, list] = {}  # req -> [key, daemon conn, queued]
         self.reactor = Reactor(self._dispatch)
-        sock_dir = os.path.join(session_dir, "sockets")
+        self.sock_dir = sock_dir = os.path.join(session_dir, "sockets")
         os.makedirs(sock_dir, exist_ok=True)
         self.address = self.reactor.listen(
             f"unix://{os.path.join(sock_dir, worker_id + '.sock')}", self._on_accept
         )
+        # Connections from other nodes, passed on by the node daemon (see transport.py).
+        self.reactor.listen_handoff(os.path.join(sock_dir, worker_id + ".fds"),
+                                    self._on_accept)
+        self._route_prefix: str | None = None
         self.reactor.start_thread(f"quanta-{mode}-reactor")
         self.daemon = self.reactor.connect(daemon_address)
         # Refs that arrive through the daemon (actor constructor arguments) come from a third
@@ -255,6 +262,7 @@ class CoreWorker(ActorCallsMixin):
             m.RELEASE_HELD: self._on_release_held,
             m.LEASE_GRANT: self._on_lease_grant,
             m.LEASE_FAIL: self._on_lease_fail,
+            m.LEASE_SPILL: self._on_lease_spill,
             m.LEASE_RECLAIM: self._on_lease_reclaim,
             m.CALL: self._on_call,
             m.ACTOR_STATE: self._on_actor_state,
@@ -288,8 +296,16 @@ class CoreWorker(ActorCallsMixin):
             self.peers[msg[1]] = conn
         conn.on_close.append(self._on_peer_closed)
 
+    def join_cluster(self, address: str) -> None:
+        """Be known as ``address`` (``tcp://<node>/<id>``, routed through this node's TCP
+        port) from now on. Called right after registering, before anything is owned."""
+        self.address = address
+        self._route_prefix = address[: address.rindex("/") + 1]
+
     def peer(self, address: str) -> Connection:
-        """The one connection to the process listening at ``address``; opened on first use."""
+        """The one connection to the process listening at ``address``; opened on first use.
+        A process of this node is reached over its Unix socket even when its address is
+        routed through the node's TCP port."""
         conn = self.peers.get(address)
         if conn is not None and not conn.closed:
             return conn
@@ -297,7 +313,11 @@ class CoreWorker(ActorCallsMixin):
             conn = self.peers.get(address)
             if conn is not None and not conn.closed:
                 return conn
-            conn = self.reactor.connect(address)
+            target = address
+            prefix = self._route_prefix
+            if prefix is not None and address.startswith(prefix):
+                target = f"unix://{os.path.join(self.sock_dir, address[len(prefix):])}.sock"
+            conn = self.reactor.connect(target)
             conn.peer = address
             conn.on_close.append(self._on_peer_closed)
             self.peers[address] = conn
@@ -310,6 +330,7 @@ class CoreWorker(ActorCallsMixin):
         dead = conn.peer
         # Tasks in flight on a worker behind this connection
         with self.lock:
+            self._lease_requests_lost(conn)
             for ks in self.keys.values():
                 for lease in list(ks.leases):
                     if lease.conn is conn:
@@ -532,8 +553,11 @@ class CoreWorker(ActorCallsMixin):
             return
         value = entry.value
         if value is not None and value[0] == m.VALUE_SHM:
-            recycled = not entry.exposed and self._recycle(oid, value[1])
-            self._send_daemon((m.OBJECT_FREE, [oid.hex()], recycled))
+            if value[2] == self.node_id:
+                recycled = not entry.exposed and self._recycle(oid, value[1])
+                self._send_daemon((m.OBJECT_FREE, [oid.hex()], recycled))
+            else:  # made on another node: its store and every copy go
+                self._send_daemon((m.OBJECT_FREE, [oid.hex()], False, value[2]))
         if entry.producer is not None:
             conn = self.peers.get(entry.producer)
             if conn is not None:
@@ -654,7 +678,7 @@ class CoreWorker(ActorCallsMixin):
                 if entry is not None:
                     entry.exposed = True
                 if view is None:
-                    view = self._map_shm(oid)
+                    view = self._map_shm(oid, value[2])
                     if entry is not None:
                         entry.mapped = view
                 # A big pickle can hold many objects (10,000 refs, say): the cyclic GC would
@@ -675,7 +699,10 @@ class CoreWorker(ActorCallsMixin):
             raise err.as_instanceof_cause()
         raise err
 
-    def _map_shm(self, oid: bytes):
+    def _map_shm(self, oid: bytes, origin: str):
+        """Map the shared-memory object ``oid`` of this node's store: restored by the daemon
+        when it was spilled, pulled from node ``origin`` (whose store made it) when this node
+        has no copy."""
         hexid = oid.hex()
         path = os.path.join(self.store_dir, shm_store.object_file_name(hexid))
         try:
@@ -683,7 +710,10 @@ class CoreWorker(ActorCallsMixin):
         except FileNotFoundError:
             pass
         try:
-            path = self.call_daemon("restore_object", hexid)
+            if origin != self.node_id:
+                path = self.call_daemon("pull_object", origin, hexid, timeout=None)
+            else:
+                path = self.call_daemon("restore_object", hexid)
         except KeyError as e:
             raise exc.ObjectLostError(
                 hexid, f"Object {hexid} is not in the node's store any more: {e}"
@@ -1139,11 +1169,59 @@ class CoreWorker(ActorCallsMixin):
         for _ in range(max(0, want)):
             ks.requests += 1
             req = next(self._req)
-            self.calls[req] = lambda ok, info, key=key: self._lease_queued(key)
+            self.calls[req] = lambda ok, info, req=req: self._lease_queued(req)
+            self.lease_requests[req] = [key, self.daemon, False]
             self._send_daemon((m.LEASE_REQUEST, req, dict(key[0]), key[1], self.address))
 
-    def _lease_queued(self, key: Any) -> None:
+    def _on_lease_spill(self, conn: Connection, msg: tuple) -> None:
+        """The daemon says: ask node ``node_id``'s daemon for this lease. It is asked to grant
+        or queue it (never to send it on again). An unreachable node is reported to the local
+        daemon, which leaves it out, and the request goes back there."""
+        _, req, node_id, address, key_list = msg
         with self.lock:
+            pending = self.lease_requests.get(req)
+            if pending is None:
+                return
+            request = (m.LEASE_REQUEST, req, key_list[0], key_list[1], self.address, True)
+            try:
+                remote = self.peer(address)
+                remote.send(request)
+            except (OSError, ConnectionClosed):
+                self.notify_daemon("node_unreachable", node_id)
+                self._send_daemon(request[:5])
+                return
+            pending[1] = remote
+
+    def _lease_requests_lost(self, conn: Connection) -> None:
+        """A daemon that had lease requests of ours went away: ask again. Lock held."""
+        lost = [req for req, p in self.lease_requests.items() if p[1] is conn]
+        if not lost:
+            return
+        again = set()
+        for req in lost:
+            key, _, queued = self.lease_requests.pop(req)
+            self.calls.pop(req, None)
+            ks = self.keys.get(key)
+            if ks is None:
+                continue
+            ks.requests -= 1
+            if queued:
+                ks.requests_queued -= 1
+            again.add(key)
+        if self.closed or self.daemon.closed:
+            return
+        for key in again:
+            ks = self.keys[key]
+            if ks.queue:
+                self._request_leases(ks, key)
+
+    def _lease_queued(self, req: int) -> None:
+        with self.lock:
+            pending = self.lease_requests.get(req)
+            if pending is None:
+                return
+            pending[2] = True
+            key = pending[0]
             ks = self.keys[key]
             ks.requests_queued += 1
             # now pipelining is allowed: fill the leases we have
@@ -1158,6 +1236,7 @@ class CoreWorker(ActorCallsMixin):
         self.calls.pop(req, None)
         key = (tuple(sorted(key_list[0].items())), key_list[1])
         with self.lock:
+            self.lease_requests.pop(req, None)
             ks = self.keys[key]
             ks.requests -= 1
             if was_queued:
@@ -1165,9 +1244,11 @@ class CoreWorker(ActorCallsMixin):
             try:
                 wconn = self.peer(address)
             except OSError:
-                self._send_daemon((m.LEASE_RETURN, worker_id, True))
+                _send_quietly(conn, (m.LEASE_RETURN, worker_id, True))
+                if ks.queue:
+                    self._request_leases(ks, key)
                 return
-            lease = Lease(worker_id, address, wconn, key, gpu_ids)
+            lease = Lease(worker_id, address, wconn, key, gpu_ids, conn)
             ks.leases.append(lease)
             if not ks.queue:
                 self._lease_idle(ks, lease)
@@ -1184,6 +1265,7 @@ class CoreWorker(ActorCallsMixin):
         self.calls.pop(req, None)
         key = (tuple(sorted(key_list[0].items())), key_list[1])
         with self.lock:
+            self.lease_requests.pop(req, None)
             ks = self.keys[key]
             ks.requests -= 1
             ks.infeasible = message
@@ -1232,12 +1314,12 @@ class CoreWorker(ActorCallsMixin):
     def _return_lease(self, ks: KeyState, lease: Lease, kill: bool = False) -> None:
         if lease in ks.leases:
             ks.leases.remove(lease)
-            self._send_daemon((m.LEASE_RETURN, lease.worker_id, kill))
+            _send_quietly(lease.daemon, (m.LEASE_RETURN, lease.worker_id, kill))
 
     def _lease_lost(self, ks: KeyState, lease: Lease) -> None:
         """The leased worker died. Retry or fail what it was running. Lock held."""
         ks.leases.remove(lease)
-        self._send_daemon((m.LEASE_RETURN, lease.worker_id, True))
+        _send_quietly(lease.daemon, (m.LEASE_RETURN, lease.worker_id, True))
         inflight = list(lease.inflight.values())
         lease.inflight.clear()
         for spec in inflight:
@@ -1495,6 +1577,14 @@ class CoreWorker(ActorCallsMixin):
         self.reactor.stop()
         if self.reactor.thread is not None:
             self.reactor.thread.join(5)
+
+
+def _send_quietly(conn: Connection, msg: tuple) -> None:
+    """Send where a closed connection needs no handling (its close handler did it)."""
+    try:
+        conn.send(msg)
+    except ConnectionClosed:
+        pass
 
 
 def _import_path() -> list[str]:

@@ -9,6 +9,9 @@ HELLO = 1            # (HELLO, listen_address): first message on an owner<->work
 CALL = 2             # (CALL, req_id, method, args_tuple): request with a reply
 REPLY = 3            # (REPLY, req_id, ok, result_or_error)
 NOTIFY = 4           # (NOTIFY, method, args_tuple): one-way request
+ROUTE = 5            # (ROUTE, process_id): first frame on a TCP connection to a node's port
+#                      meant for one of its processes; the daemon answers one byte (1: handed
+#                      over, 0: no such process) and passes the socket on (transport.py)
 
 # --- owner -> worker ---------------------------------------------------------------------
 PUSH_TASK = 10       # (PUSH_TASK, spec_tuple): see TaskSpec.wire in core_worker
@@ -41,8 +44,12 @@ LEASE_RECLAIM = 44   # (LEASE_RECLAIM, on): daemon -> owners: while on, return i
 WORKER_BLOCKED = 45  # (WORKER_BLOCKED,): the worker's running task waits in get
 WORKER_UNBLOCKED = 46
 OBJECT_SEALED = 47   # (OBJECT_SEALED, object_id_hex, size)
-OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled): recycled = owner kept the file
-OBJECT_PULL = 49     # (OBJECT_PULL, object_id_hex): daemon -> daemon over TCP; the answer is raw
+OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled, origin_node_id): recycled =
+#                      owner kept the file; origin: the node whose store made the object
+LEASE_SPILL = 52     # (LEASE_SPILL, req_id, node_id, node_address, [resources_dict, strategy]):
+#                      daemon -> owner: ask the daemon of that node for this lease instead
+OBJECT_PULL = 49     # (OBJECT_PULL, object_id_hex, puller_node_address): daemon -> daemon over
+#                      TCP; the answer is raw
 #                      bytes, not frames (see node/object_transfer.py)
 
 # --- actors: node daemon <-> workers and callers ----------------------------------------------

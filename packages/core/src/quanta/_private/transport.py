@@ -17,7 +17,13 @@ whose first item is its type (a small int from :mod:`quanta._private.messages`).
 written back to back are read in one ``recv`` and dispatched in order, so bursts batch
 naturally.
 
-Addresses are ``unix:///path/to/socket`` or ``tcp://host:port``.
+Addresses are ``unix:///path/to/socket``, ``tcp://host:port`` or, for a process of a
+cluster node, ``tcp://host:port/<process id>``: the node's one TCP port serves every process
+on it. A connection to such an address opens a TCP connection to the node's daemon and sends
+one ``ROUTE`` frame naming the process; the daemon passes the connected socket to that process
+over a Unix socket (``SCM_RIGHTS``, see :meth:`Reactor.listen_handoff`) and answers one byte,
+after which the daemon is out of the path: the two processes talk directly. A node therefore
+needs no port per worker.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from quanta._private.messages import ROUTE
 from quanta._private.wake_timer import WakeTimer
 
 _HEADER = struct.Struct("<I")
@@ -106,15 +113,29 @@ class ConnectionClosed(ConnectionError):
     """Raised when sending on a connection whose peer has gone away."""
 
 
+def split_route(address: str) -> tuple[str, str | None]:
+    """``("tcp://host:port", process_id)`` for a routed address, ``(address, None)`` else."""
+    if address.startswith("tcp://"):
+        hostport, _, target = address[len("tcp://"):].partition("/")
+        return "tcp://" + hostport, target or None
+    return address, None
+
+
+def routed_address(node_address: str, process_id: str) -> str:
+    """The address of process ``process_id`` behind the node port ``node_address``."""
+    return f"{node_address}/{process_id}"
+
+
 def parse_address(address: str) -> tuple[int, Any]:
-    """Return ``(family, sockaddr)`` for a ``unix://`` or ``tcp://`` address.
+    """Return ``(family, sockaddr)`` for a ``unix://`` or ``tcp://`` address (a routed
+    address's process id is ignored).
 
     Raises ValueError for any other scheme.
     """
     if address.startswith("unix://"):
         return socket.AF_UNIX, address[len("unix://") :]
     if address.startswith("tcp://"):
-        host, _, port = address[len("tcp://") :].rpartition(":")
+        host, _, port = address[len("tcp://") :].partition("/")[0].rpartition(":")
         return socket.AF_INET, (host, int(port))
     raise ValueError(f"unsupported address {address!r}: expected unix://PATH or tcp://HOST:PORT")
 
@@ -246,6 +267,12 @@ class Connection:
             cb(self)
 
 
+def hand_over(channel: socket.socket, sock: socket.socket) -> None:
+    """Pass ``sock`` to the process behind ``channel`` (a connected Unix socket to its
+    :meth:`Reactor.listen_handoff` path). Raises OSError when that process is gone."""
+    socket.send_fds(channel, [b"\x01"], [sock.fileno()])
+
+
 def frame(msg: tuple) -> bytes:
     """Pickle and frame ``msg`` once so it can be sent to several connections."""
     data = _dumps(msg, _PROTOCOL)
@@ -301,18 +328,68 @@ class Reactor:
         return address
 
     def connect(self, address: str, timeout: float = 10.0) -> Connection:
-        """Open a connection to ``address`` (blocking connect) and register it. Any thread."""
+        """Open a connection to ``address`` (blocking connect) and register it. Any thread.
+
+        For a routed address (``tcp://host:port/<process id>``) the node's daemon hands the
+        connection to that process first; ConnectionRefusedError when it has no such process.
+        """
         family, sockaddr = parse_address(address)
+        target = split_route(address)[1]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect(sockaddr)
+            if target is not None:
+                sock.sendall(frame((ROUTE, target)))
+                answer = sock.recv(1)
+                if answer != b"\x01":
+                    raise ConnectionRefusedError(
+                        f"the node at {sockaddr[0]}:{sockaddr[1]} has no process {target} "
+                        "(it exited)" if answer == b"\x00" else
+                        f"the node at {sockaddr[0]}:{sockaddr[1]} closed the connection")
         except OSError:
             sock.close()
             raise
         conn = Connection(sock, self)
         self.register(conn)
         return conn
+
+    def listen_handoff(self, path: str, on_conn: Callable[[Connection], None]) -> None:
+        """Accept sockets passed by the node daemon (``SCM_RIGHTS``) on the Unix socket
+        ``path``: each arrives as a new registered Connection given to ``on_conn``. Only the
+        node's daemon connects here (the session directory is the user's own)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(8)
+        sock.setblocking(False)
+        self.listeners.append(sock)
+        self._sel.register(sock, selectors.EVENT_READ, ("handoff-accept", on_conn))
+
+    def _accept_handoff(self, lsock: socket.socket, on_conn: Callable[[Connection], None]) -> None:
+        while True:
+            try:
+                sock, _ = lsock.accept()
+            except OSError:
+                return
+            sock.setblocking(False)
+            self.listeners.append(sock)
+            self._sel.register(sock, selectors.EVENT_READ, ("handoff", on_conn))
+
+    def _receive_handoff(self, sock: socket.socket, on_conn: Callable[[Connection], None]) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 64, 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        for fd in fds:
+            conn = Connection(socket.socket(fileno=fd), self)
+            self._sel.register(conn._fd, selectors.EVENT_READ, conn)
+            on_conn(conn)
+        if not data:
+            self._sel.unregister(sock)
+            self.listeners.remove(sock)
+            sock.close()
 
     def register(self, conn: Connection) -> None:
         if self.thread_id is None or self.is_leader():
@@ -402,7 +479,13 @@ class Reactor:
                         pass
                     continue
                 if type(data) is tuple:
-                    self._accept(key.fileobj, data[1])
+                    kind = data[0]
+                    if kind == "accept":
+                        self._accept(key.fileobj, data[1])
+                    elif kind == "handoff":
+                        self._receive_handoff(key.fileobj, data[1])
+                    else:
+                        self._accept_handoff(key.fileobj, data[1])
                     continue
                 if events & selectors.EVENT_WRITE:
                     data._on_writable()

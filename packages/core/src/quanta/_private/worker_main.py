@@ -23,5 +23,7 @@ def run_worker(*, worker_id: str, session_dir: str, daemon_address: str, node_id
     )
     worker_state.set_core_worker(cw)
     executor = Executor(cw)
-    cw.call_daemon("register_worker", worker_id, cw.address, os.getpid())
+    address = cw.call_daemon("register_worker", worker_id, cw.address, os.getpid())
+    if address != cw.address:  # a node of a cluster: reached through its TCP port
+        cw.join_cluster(address)
     executor.run_forever()

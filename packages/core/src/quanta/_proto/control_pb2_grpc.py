@@ -59,6 +59,16 @@ class ControlStoreStub:
                 request_serializer=quanta_dot___proto_dot_control__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=quanta_dot___proto_dot_control__pb2.ListNodesReply.FromString,
                 _registered_method=True)
+        self.ExportFunction = channel.unary_unary(
+                '/quanta.control.ControlStore/ExportFunction',
+                request_serializer=quanta_dot___proto_dot_control__pb2.ExportFunctionRequest.SerializeToString,
+                response_deserializer=quanta_dot___proto_dot_control__pb2.ExportFunctionReply.FromString,
+                _registered_method=True)
+        self.GetFunction = channel.unary_unary(
+                '/quanta.control.ControlStore/GetFunction',
+                request_serializer=quanta_dot___proto_dot_control__pb2.GetFunctionRequest.SerializeToString,
+                response_deserializer=quanta_dot___proto_dot_control__pb2.GetFunctionReply.FromString,
+                _registered_method=True)
 
 
 class ControlStoreServicer:
@@ -100,6 +110,20 @@ class ControlStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFunction(self, request, context):
+        """Remote functions and actor classes, exported once per content hash by any node's
+        drivers and workers, fetched by workers of every node on first use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFunction(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +151,16 @@ def add_ControlStoreServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=quanta_dot___proto_dot_control__pb2.ListNodesRequest.FromString,
                     response_serializer=quanta_dot___proto_dot_control__pb2.ListNodesReply.SerializeToString,
+            ),
+            'ExportFunction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFunction,
+                    request_deserializer=quanta_dot___proto_dot_control__pb2.ExportFunctionRequest.FromString,
+                    response_serializer=quanta_dot___proto_dot_control__pb2.ExportFunctionReply.SerializeToString,
+            ),
+            'GetFunction': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFunction,
+                    request_deserializer=quanta_dot___proto_dot_control__pb2.GetFunctionRequest.FromString,
+                    response_serializer=quanta_dot___proto_dot_control__pb2.GetFunctionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +298,60 @@ class ControlStore:
             '/quanta.control.ControlStore/ListNodes',
             quanta_dot___proto_dot_control__pb2.ListNodesRequest.SerializeToString,
             quanta_dot___proto_dot_control__pb2.ListNodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFunction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quanta.control.ControlStore/ExportFunction',
+            quanta_dot___proto_dot_control__pb2.ExportFunctionRequest.SerializeToString,
+            quanta_dot___proto_dot_control__pb2.ExportFunctionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFunction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quanta.control.ControlStore/GetFunction',
+            quanta_dot___proto_dot_control__pb2.GetFunctionRequest.SerializeToString,
+            quanta_dot___proto_dot_control__pb2.GetFunctionReply.FromString,
             options,
             channel_credentials,
             insecure,

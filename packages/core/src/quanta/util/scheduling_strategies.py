@@ -39,7 +39,12 @@ def check_strategy(strategy: Any) -> Any:
             f"NodeAffinitySchedulingStrategy or a PlacementGroupSchedulingStrategy, "
             f"got {strategy!r}")
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
-        return "DEFAULT"  # one node: every affinity is satisfied locally for now
+        node_id = strategy.node_id
+        if not node_id or not all(c in "0123456789abcdefABCDEF" for c in node_id):
+            raise ValueError("NodeAffinitySchedulingStrategy(node_id=...) must be a node's hex "
+                             f"id (as nodes() or get_runtime_context().get_node_id() give it), "
+                             f"got {node_id!r}")
+        return f"NODE:{node_id.lower()}:{int(strategy.soft)}"
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
         from quanta.util.placement_group import PlacementGroup
 

@@ -80,26 +80,47 @@ class ControlService(pb_grpc.ControlStoreServicer):
         if not info["node_id"]:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RegisterNode: node.node_id is empty")
         info["is_head"] = False
-        self._on_reactor(self.daemon.membership.register, info)
+        alive = self._on_reactor(self.daemon.node_joined, info)
         from quanta._private.node.membership import DEAD_AFTER_S, HEARTBEAT_PERIOD_S
 
         return pb.RegisterNodeReply(cluster_id=self.daemon.cluster_id,
                                     heartbeat_period_s=HEARTBEAT_PERIOD_S,
-                                    dead_after_s=DEAD_AFTER_S)
+                                    dead_after_s=DEAD_AFTER_S,
+                                    nodes=[node_to_pb(r) for r in alive])
 
     def ReportHeartbeat(self, request, context):  # noqa: N802
-        known = self._on_reactor(self.daemon.membership.heartbeat, request.node_id,
-                                 dict(request.available))
-        return pb.HeartbeatReply(known=known)
+        def report() -> tuple[bool, list[dict[str, Any]]]:
+            membership = self.daemon.membership
+            return membership.heartbeat(request.node_id, dict(request.available)), \
+                membership.reporting()
+
+        known, alive = self._on_reactor(report)
+        return pb.HeartbeatReply(known=known, nodes=[node_to_pb(r) for r in alive])
 
     def UnregisterNode(self, request, context):  # noqa: N802
-        self._on_reactor(self.daemon.membership.mark_dead, request.node_id,
+        self._on_reactor(self.daemon.node_left, request.node_id,
                          request.reason or "left the cluster")
         return pb.UnregisterNodeReply()
 
     def ListNodes(self, request, context):  # noqa: N802
         recs = self._on_reactor(self.daemon.membership.all)
         return pb.ListNodesReply(nodes=[node_to_pb(r) for r in recs])
+
+
+    def ExportFunction(self, request, context):  # noqa: N802
+        self._on_reactor(self.daemon.control.export_function, request.function_id,
+                         request.blob)
+        return pb.ExportFunctionReply()
+
+    def GetFunction(self, request, context):  # noqa: N802
+        def lookup() -> bytes | None:
+            try:
+                return self.daemon.control.get_function(request.function_id)
+            except KeyError:
+                return None
+
+        blob = self._on_reactor(lookup)
+        return pb.GetFunctionReply(found=blob is not None, blob=blob or b"")
 
 
 def start_server(daemon: Any, host: str, port: int, token: str) -> tuple[grpc.Server, int]:

@@ -44,8 +44,10 @@ from typing import Any
 from quanta._private import messages as m
 from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
+from quanta._private.node.cluster_view import ClusterView, Infeasible
 from quanta._private.node.control_store import ControlStore
 from quanta._private.node.membership import Membership
+from quanta._private.node.node_links import NodeLinks
 from quanta._private.node.object_store import ObjectStore
 from quanta._private.node.placement_groups import (
     CREATED,
@@ -55,7 +57,7 @@ from quanta._private.node.placement_groups import (
 )
 from quanta._private.node.storage import open_storage
 from quanta._private.resources import Allocation, NodeResources, ResourceSet
-from quanta._private.transport import Connection, ConnectionClosed, Reactor
+from quanta._private.transport import Connection, ConnectionClosed, Reactor, routed_address
 
 IDLE_WORKER_TIMEOUT_S = 10.0
 SWEEP_PERIOD_S = 0.25  # how often the head looks for nodes that stopped reporting
@@ -211,6 +213,9 @@ class NodeDaemon:
             self.listen_tcp(args.tcp_port)
         self.membership = Membership(self.control)
         self.membership.register(self.member_record())
+        self.view = ClusterView(self.node_id)
+        self.links = NodeLinks(self)
+        self.pulling: dict[str, list[Any]] = {}  # object pulls in progress -> their replies
         self.control_server: Any = None
         self.control_address: str | None = None
         self.head_link: Any = None
@@ -229,6 +234,7 @@ class NodeDaemon:
             m.OBJECT_SEALED: self._on_sealed,
             m.OBJECT_FREE: self._on_free,
             m.OBJECT_PULL: self._on_pull,
+            m.ROUTE: lambda conn, msg: self.links.route(conn, msg[1]),
         }
 
     def _start_zygote(self) -> socket.socket:
@@ -289,9 +295,22 @@ class NodeDaemon:
         self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
         return self.control_address
 
+    def node_joined(self, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """A member registered (head only): it can take work at once. Returns the alive
+        nodes (the new member's first view)."""
+        self.membership.register(info)
+        alive = self.membership.reporting()
+        self.view.update(alive)
+        return alive
+
+    def node_left(self, node_id: str, reason: str) -> None:
+        self.membership.mark_dead(node_id, reason)
+        self.view.update(self.membership.reporting())
+
     def _sweep_members(self) -> None:
         self.membership.heartbeat(self.node_id, self.resources.available.to_dict())
         self.membership.sweep()
+        self.view.update(self.membership.reporting())
         self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
 
     def join(self, head_address: str, token: str, timeout: float = 10.0) -> None:
@@ -327,6 +346,9 @@ class NodeDaemon:
         _, req, method, args = msg
         if method == "pull_object":  # answered when the copy is sealed here
             self._pull_object(conn, req, *args)
+            return
+        if method in ("export_function", "get_function") and self.head_link is not None:
+            self._function_via_head(conn, req, method, args)
             return
         if method == "wait_placement_group":  # answered when the group is created
             ready = self.pgs.wait(conn, req, *args)
@@ -365,13 +387,21 @@ class NodeDaemon:
     def rpc_job_namespace(self, conn: Connection, job_id: str) -> str:
         return self.job_namespaces.get(job_id, "")
 
+    def process_address(self, process_id: str, local_address: str) -> str:
+        """The address other processes reach a process of this node at: routed through the
+        node's TCP port in a cluster, its own Unix socket otherwise."""
+        if self.tcp_address is None:
+            return local_address
+        return routed_address(self.tcp_address, process_id)
+
     def rpc_register_worker(self, conn: Connection, worker_id: str, address: str,
-                            pid: int) -> None:
+                            pid: int) -> str:
+        """Returns the address the worker is known by (see :meth:`process_address`)."""
         w = self.workers.get(worker_id)
         if w is None:
             raise KeyError(f"unknown worker {worker_id}")
         w.conn = conn
-        w.address = address
+        w.address = address = self.process_address(worker_id, address)
         w.pid = pid
         conn.peer = ("worker", worker_id)
         conn.on_close.append(self._on_client_closed)
@@ -379,6 +409,7 @@ class NodeDaemon:
         w.idle_since = time.monotonic()
         self.idle.append(worker_id)
         self.reactor.call_later(0, self._schedule)
+        return address
 
     def notify_worker_forked(self, conn: Connection, worker_id: str, pid: int) -> None:
         w = self.workers.get(worker_id)
@@ -397,10 +428,7 @@ class NodeDaemon:
                     w.alloc = None
                 if w.actor_id is not None and not self.stopping:
                     self.actors.worker_died(w)
-                try:  # its listening socket, left behind when it was killed
-                    os.unlink(os.path.join(self.session_dir, "sockets", ident + ".sock"))
-                except OSError:
-                    pass
+                self._remove_sockets(ident)
         if not self.stopping:
             self.actors.owner_gone(conn)
             self.pgs.owner_gone(conn)
@@ -414,6 +442,15 @@ class NodeDaemon:
             self.shutdown()
             return
         self._schedule()
+
+    def _remove_sockets(self, process_id: str) -> None:
+        """Delete a gone process's socket files (left behind when it was killed)."""
+        self.links.forget_process(process_id)
+        for suffix in (".sock", ".fds"):
+            try:
+                os.unlink(os.path.join(self.session_dir, "sockets", process_id + suffix))
+            except OSError:
+                pass
 
     # --- workers ------------------------------------------------------------------------
     def _start_worker(self) -> None:
@@ -447,7 +484,11 @@ class NodeDaemon:
 
     # --- leases -------------------------------------------------------------------------
     def _on_lease_request(self, conn: Connection, msg: tuple) -> None:
-        _, req, res, strategy, owner_address = msg
+        _, req, res, strategy, owner_address, *rest = msg
+        spilled = bool(rest and rest[0])  # sent here by another node: grant or queue it
+        if conn.peer is None:  # a submitter of another node: its leases go when it does
+            conn.peer = ("remote", owner_address)
+            conn.on_close.append(self._on_client_closed)
         try:
             request = ResourceSet(res)
         except (TypeError, ValueError) as e:
@@ -457,7 +498,17 @@ class NodeDaemon:
         if pg_state is not None and pg_state not in (PENDING, CREATED):
             conn.send((m.LEASE_FAIL, req, pg_state, [res, strategy]))
             return
-        if pg_state != PENDING and not self.resources.feasible(request):
+        if pg_state is None and not spilled and (self.view.nodes or strategy != "DEFAULT"):
+            try:
+                target = self.view.choose(request, strategy, self.resources)
+            except Infeasible as e:
+                conn.send((m.LEASE_FAIL, req, str(e), [res, strategy]))
+                return
+            if target is not None:
+                conn.send((m.LEASE_SPILL, req, target.node_id, target.address,
+                           [res, strategy]))
+                return
+        elif pg_state != PENDING and not self.resources.feasible(request):
             total = self.resources.total
             conn.send((m.LEASE_FAIL, req,
                        f"No node can ever run this task: it requires {request!r} but the "
@@ -609,52 +660,86 @@ class NodeDaemon:
         self.store.sealed(msg[1], msg[2])
 
     def _on_free(self, conn: Connection, msg: tuple) -> None:
+        """An owner freed objects: drop this node's files, the copies other nodes pulled from
+        here, and, for objects another node's store made (``origin``), that node's too."""
+        hexids = msg[1]
         drop = self.store.forget if len(msg) > 2 and msg[2] else self.store.delete
-        for hexid in msg[1]:
+        for hexid in hexids:
             drop(hexid)
+        self.links.free_copies(hexids)
+        origin = msg[3] if len(msg) > 3 else None
+        if origin and origin != self.node_id:
+            address = self.view.address_of(origin)
+            if address is not None:
+                self.links.notify_node(address, "free_objects", hexids)
+
+    def notify_free_objects(self, conn: Connection, hexids: list[str]) -> None:
+        self.rpc_free_objects(conn, hexids)
 
     def _on_pull(self, conn: Connection, msg: tuple) -> None:
         """Another node pulls an object of this node's store (see object_transfer.py)."""
+        hexid = msg[1]
+
         def open_object(hexid: str) -> int:
             return os.open(self.store.restore(hexid), os.O_RDONLY)
 
-        object_transfer.serve_pull(conn, open_object, msg[1])
+        if len(msg) > 2:
+            self.links.copied(hexid, msg[2])
+        object_transfer.serve_pull(conn, open_object, hexid)
 
     def _pull_object(self, conn: Connection, req: int, source: str, hexid: str) -> None:
-        """Copy object ``hexid`` from the node at ``source`` into this node's store, on a
-        thread; reply to ``req`` when it is sealed here (or with the error)."""
-        if self.store.contains(hexid):
-            conn.send((m.REPLY, req, True, self.store.path_for(hexid)))
-            return
-
-        def run() -> None:
-            path = self.store.path_for(hexid)
-            try:
-                size = object_transfer.pull(source, hexid, path)
-            except Exception as e:  # noqa: BLE001 - travels back to the caller
-                error = e
-                self.reactor.call_soon_threadsafe(lambda: _reply(False, error))
-                return
-
-            def seal() -> None:
-                self.store.sealed(hexid, size)
-                _reply(True, path)
-
-            self.reactor.call_soon_threadsafe(seal)
-
-        def _reply(ok: bool, value: Any) -> None:
+        """Copy object ``hexid`` from the node ``source`` (its id, or its ``tcp://`` address)
+        into this node's store, on a thread; reply to ``req`` with the local path when it is
+        sealed here (or with the error). Concurrent pulls of one object share the copy."""
+        def reply(ok: bool, value: Any) -> None:
             try:
                 conn.send((m.REPLY, req, ok, value))
             except ConnectionClosed:
                 pass
 
+        if self.store.contains(hexid):
+            reply(True, self.store.path_for(hexid))
+            return
+        address = source if "://" in source else self.view.address_of(source)
+        if address is None:
+            reply(False, KeyError(
+                f"object {hexid} lives on node {source}, which is not an alive node of the "
+                "cluster (it died or left), so the object is lost"))
+            return
+        waiting = self.pulling.get(hexid)
+        if waiting is not None:
+            waiting.append(reply)
+            return
+        waiting = self.pulling[hexid] = [reply]
+
+        def finish(ok: bool, value: Any) -> None:
+            for r in self.pulling.pop(hexid, waiting):
+                r(ok, value)
+
+        def run() -> None:
+            path = self.store.path_for(hexid)
+            try:
+                size = object_transfer.pull(address, hexid, path, self.tcp_address or "")
+            except Exception as e:  # noqa: BLE001 - travels back to the caller
+                error = KeyError(f"pulling object {hexid} from node {source} failed: {e}")
+                self.reactor.call_soon_threadsafe(lambda: finish(False, error))
+                return
+
+            def seal() -> None:
+                self.store.sealed(hexid, size)
+                finish(True, path)
+
+            self.reactor.call_soon_threadsafe(seal)
+
         threading.Thread(target=run, name="quanta-object-pull", daemon=True).start()
 
     def rpc_free_objects(self, conn: Connection, hexids: list[str]) -> int:
-        """Delete these objects' copies from this node's store. Returns how many it had."""
+        """Delete these objects' copies from this node's store (and the copies other nodes
+        pulled from here). Returns how many it had."""
         had = [h for h in hexids if self.store.contains(h)]
         for hexid in had:
             self.store.delete(hexid)
+        self.links.free_copies(hexids)
         return len(had)
 
     def rpc_restore_object(self, conn: Connection, hexid: str) -> str:
@@ -670,6 +755,57 @@ class NodeDaemon:
 
     def rpc_get_function(self, conn: Connection, fn_id: bytes) -> tuple[bytes, list[str]]:
         return pickle.loads(self.control.get_function(fn_id))
+
+    def _function_via_head(self, conn: Connection, req: int, method: str, args: tuple) -> None:
+        """On a member node the head's control store holds the cluster's functions: an export
+        is stored here and at the head (the reply waits for the head, so no worker of another
+        node can miss it); a fetch this node lacks is asked of the head and kept."""
+        control = self.control
+        fn_id = args[0]
+        if method == "get_function":
+            try:
+                blob: bytes | None = control.get_function(fn_id)
+            except KeyError:
+                blob = None
+            if blob is not None:
+                conn.send((m.REPLY, req, True, pickle.loads(blob)))
+                return
+        else:
+            blob = pickle.dumps((args[1], args[2]))
+            control.export_function(fn_id, blob)
+        client = self.head_link.client
+
+        def run() -> tuple[bool, Any]:
+            if method == "export_function":
+                client.export_function(fn_id, blob)
+                return True, None
+            found = client.get_function(fn_id)
+            if found is None:
+                return False, KeyError(f"function {fn_id.hex()} was never exported to this "
+                                       "cluster")
+            return True, found
+
+        def done(ok: bool, value: Any) -> None:
+            if ok and method == "get_function":
+                control.export_function(fn_id, value)
+                value = pickle.loads(value)
+            try:
+                conn.send((m.REPLY, req, ok, value))
+            except ConnectionClosed:
+                pass
+
+        def thread() -> None:
+            try:
+                ok, value = run()
+            except Exception as e:  # noqa: BLE001 - travels back to the caller
+                ok, value = False, RuntimeError(f"{method}: the head did not answer: {e}")
+            self.reactor.call_soon_threadsafe(lambda: done(ok, value))
+
+        threading.Thread(target=thread, name="quanta-head-call", daemon=True).start()
+
+    def notify_node_unreachable(self, conn: Connection, node_id: str) -> None:
+        """A submitter could not reach that node's daemon: leave it out for a while."""
+        self.view.mark_unreachable(node_id)
 
     def rpc_kv_put(self, conn, namespace, key, value, overwrite) -> bool:
         return self.control.kv_put(namespace, key, value, overwrite)
@@ -691,13 +827,20 @@ class NodeDaemon:
             for rec in self.membership.all():
                 if rec["node_id"] != self.node_id:
                     out.append(_ray_node(rec))
+        else:  # a member knows the alive nodes from the head's last answer
+            for node in self.view.nodes.values():
+                out.append(_ray_node({"node_id": node.node_id, "state": "ALIVE",
+                                      "total": node.total.to_dict(),
+                                      "node_address": node.address,
+                                      "node_ip": node.address[6:].rpartition(":")[0]}))
         return out
 
     def rpc_cluster_resources(self, conn: Connection) -> dict[str, float]:
-        return self.resources.total.to_dict()
+        """Every alive node's resources, summed."""
+        return (self.resources.total + self.view.totals()).to_dict()
 
     def rpc_available_resources(self, conn: Connection) -> dict[str, float]:
-        return self.resources.available.to_dict()
+        return (self.resources.available + self.view.available()).to_dict()
 
     def rpc_status(self, conn: Connection) -> dict[str, Any]:
         return {
@@ -843,13 +986,7 @@ class NodeDaemon:
                     os.unlink(os.path.join(shm_dir, name))
                 except OSError:
                     pass
-        sockets = os.path.join(self.session_dir, "sockets") + os.sep
-        path = address[len("unix://"):] if address.startswith("unix://") else ""
-        if path.startswith(sockets):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        self._remove_sockets(worker_id)
 
 
 def _ray_node(rec: dict[str, Any]) -> dict[str, Any]:
@@ -863,6 +1000,7 @@ def _ray_node(rec: dict[str, Any]) -> dict[str, Any]:
         "NodeName": rec.get("node_ip", ""),
         "Resources": dict(rec.get("total") or {}) if alive else {},
         "DaemonAddress": rec.get("daemon_address", ""),
+        "NodeAddress": rec.get("node_address", ""),
         "SessionDir": rec.get("session_dir", ""),
         "alive": alive,
         "DeathReason": rec.get("death_reason", ""),

@@ -1,7 +1,9 @@
 """A member node daemon's link to the head (``quanta start --address HOST:PORT``).
 
 One background thread registers the node with the head's control store and then reports its
-available resources every ``heartbeat_period_s`` (the head says how often). A report answered
+available resources every ``heartbeat_period_s`` (the head says how often); each answer
+carries the cluster's resource view (every alive node's resources), which it hands to the
+daemon's scheduler (``NodeDaemon.view``). A report answered
 ``known=False`` (the head restarted, or declared this node dead after a pause) makes it
 register again. Registration failures are retried with backoff, except a refused token, which
 ends the daemon: it cannot ever join. The daemon's resource table belongs to its reactor, so
@@ -16,7 +18,7 @@ import sys
 import threading
 from typing import Any
 
-from quanta._private.control_client import ControlClient, TokenRejected
+from quanta._private.control_client import ControlClient, TokenRejected, node_from_pb
 from quanta._proto import control_pb2 as pb
 
 
@@ -74,6 +76,8 @@ class HeadLink:
                 delay = min(delay * 2, 5.0)
                 continue
             self.period = reply.heartbeat_period_s or self.period
+            nodes = [node_from_pb(n) for n in reply.nodes]
+            self.daemon.reactor.call_soon_threadsafe(lambda n=nodes: self.daemon.view.update(n))
             self.registered = True
             self.settled.set()
             return True
@@ -85,12 +89,13 @@ class HeadLink:
         while not self._stop.wait(self.period):
             self._snapshot()
             try:
-                known = self.client.heartbeat(self.daemon.node_id, self._available)
+                known, nodes = self.client.heartbeat(self.daemon.node_id, self._available)
             except TokenRejected as e:
                 self._fatal(str(e))
                 return
             except (ConnectionError, RuntimeError):
                 continue  # the head is away: keep trying, it marks us dead if it must
+            self.daemon.reactor.call_soon_threadsafe(lambda n=nodes: self.daemon.view.update(n))
             if not known and not self._register():
                 return
 

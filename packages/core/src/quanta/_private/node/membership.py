@@ -112,6 +112,13 @@ class Membership:
     def alive(self) -> list[dict[str, Any]]:
         return [r for r in self.nodes.values() if r["state"] == ALIVE]
 
+    def reporting(self) -> list[dict[str, Any]]:
+        """The alive nodes that registered with this head since it started (a record
+        reloaded from storage counts once its node has registered again): the cluster's
+        resource view."""
+        return [r for r in self.nodes.values()
+                if r["state"] == ALIVE and r["node_id"] in self._joined]
+
     def all(self) -> list[dict[str, Any]]:
         """Every node, alive ones first, each group in registration order."""
         return sorted(self.nodes.values(),

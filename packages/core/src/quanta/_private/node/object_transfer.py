@@ -77,9 +77,11 @@ def _send(sock: socket.socket, fd: int | None, error: str | None) -> None:
 
 
 # -- the puller's side ---------------------------------------------------------------------
-def pull(address: str, hexid: str, dest_path: str, timeout: float = 60.0) -> int:
+def pull(address: str, hexid: str, dest_path: str, puller: str = "",
+         timeout: float = 60.0) -> int:
     """Copy object ``hexid`` from the daemon at ``address`` (``tcp://host:port``) to
     ``dest_path`` (written under a temporary name, renamed when complete). Returns its size.
+    ``puller`` (this node's address) lets the holder free the copy with the object.
     Raises TransferError (with the holder's reason) or OSError."""
     family, sockaddr = parse_address(address)
     tmp = f"{dest_path}.pull-{os.getpid()}-{threading.get_ident()}.tmp"
@@ -90,7 +92,7 @@ def pull(address: str, hexid: str, dest_path: str, timeout: float = 60.0) -> int
         sock.connect(sockaddr)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(frame((m.OBJECT_PULL, hexid)))
+        sock.sendall(frame((m.OBJECT_PULL, hexid, puller)))
         (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
         if size < 0:
             (n,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))

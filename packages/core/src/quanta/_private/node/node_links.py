@@ -1,0 +1,113 @@
+"""A cluster node daemon's links: to its own processes over its TCP port, and to other nodes.
+
+* **Routing.** Processes of a cluster node have addresses ``tcp://<node ip>:<node port>/<id>``
+  (see ``transport.py``). A connection to one arrives at the daemon's TCP listener with a
+  ``ROUTE`` frame; :meth:`NodeLinks.route` passes its socket to the process over the Unix
+  socket ``<session>/sockets/<id>.fds`` (``SCM_RIGHTS``, one channel per process, opened on
+  first use) and answers the connecting side one byte. The daemon then forgets the socket.
+* **Other nodes' daemons.** One call-plane connection per node address, opened on first use,
+  for one-way notifications (freeing objects).
+* **Copies of objects.** A node whose store made an object remembers which nodes pulled a copy
+  of it (:meth:`NodeLinks.copied`), so that when the object is freed every copy goes too
+  (:meth:`NodeLinks.free_copies`).
+
+Reactor thread only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Any
+
+from quanta._private import messages as m
+from quanta._private.transport import Connection, ConnectionClosed, hand_over
+
+_PROCESS_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class NodeLinks:
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self._channels: dict[str, socket.socket] = {}
+        self._nodes: dict[str, Connection] = {}
+        self._copies: dict[str, set[str]] = {}
+
+    # -- routing --------------------------------------------------------------------------
+    def route(self, conn: Connection, target: Any) -> None:
+        """Pass ``conn`` (a TCP connection whose first frame was ``(ROUTE, target)``) to the
+        local process ``target``, or refuse it with a 0 byte when there is none."""
+        self.daemon.reactor._forget(conn)
+        sock = conn.sock
+        ok = isinstance(target, str) and bool(_PROCESS_ID.match(target))
+        if ok:
+            ok = self._hand_over(target, sock)
+        try:  # one byte into an empty send buffer; the socket stays non-blocking (its
+            # flags are shared with the process it was passed to)
+            sock.send(b"\x01" if ok else b"\x00")
+        except OSError:
+            pass
+        with conn._lock:
+            conn.closed = True
+        sock.close()
+
+    def _hand_over(self, target: str, sock: socket.socket) -> bool:
+        for _ in range(2):  # a cached channel may belong to a process that exited
+            channel = self._channels.get(target)
+            if channel is None:
+                path = os.path.join(self.daemon.session_dir, "sockets", target + ".fds")
+                channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    channel.connect(path)
+                except OSError:
+                    channel.close()
+                    return False
+                self._channels[target] = channel
+            try:
+                hand_over(channel, sock)
+                return True
+            except OSError:
+                self.forget_process(target)
+        return False
+
+    def forget_process(self, target: str) -> None:
+        channel = self._channels.pop(target, None)
+        if channel is not None:
+            channel.close()
+
+    # -- other nodes ------------------------------------------------------------------------
+    def notify_node(self, address: str, method: str, *args: Any) -> None:
+        """Send a one-way call to the daemon at ``address`` (best effort: a node that is gone
+        has nothing left to do)."""
+        conn = self._nodes.get(address)
+        if conn is None or conn.closed:
+            try:
+                conn = self.daemon.reactor.connect(address, timeout=2.0)
+            except OSError:
+                return
+            self._nodes[address] = conn
+        try:
+            conn.send((m.NOTIFY, method, args))
+        except ConnectionClosed:
+            self._nodes.pop(address, None)
+
+    # -- copies -----------------------------------------------------------------------------
+    def copied(self, hexid: str, puller: str) -> None:
+        """The node at ``puller`` took a copy of ``hexid`` from this node's store."""
+        if puller:
+            self._copies.setdefault(hexid, set()).add(puller)
+
+    def free_copies(self, hexids: list[str]) -> None:
+        """Tell the nodes that copied any of ``hexids`` to delete their copies."""
+        by_node: dict[str, list[str]] = {}
+        for hexid in hexids:
+            for address in self._copies.pop(hexid, ()):
+                by_node.setdefault(address, []).append(hexid)
+        for address, ids in by_node.items():
+            self.notify_node(address, "free_objects", ids)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()

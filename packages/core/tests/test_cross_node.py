@@ -1,0 +1,157 @@
+"""Work across nodes: real node daemons on loopback joined to one head (``Cluster``), a driver
+on the head. Tasks go where the resources and the strategy say, talk straight to their owner
+across nodes, and objects are pulled between the nodes' stores."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import quanta
+from quanta import exceptions as qexc
+from quanta.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def nodes(make_cluster):
+    """A head with 1 CPU (the driver's node), node ``a`` with 1 CPU and a ``special``
+    resource, node ``b`` with 1 CPU; a driver connected to the head."""
+    c, (a, b) = make_cluster({"num_cpus": 1}, {"num_cpus": 1, "resources": {"special": 1}},
+                             {"num_cpus": 1})
+    c.connect(namespace="x")
+    return c, a, b
+
+
+@quanta.remote
+def where(seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    return quanta.get_runtime_context().get_node_id()
+
+
+@quanta.remote
+def total(x) -> int:
+    return int(np.asarray(x).sum())
+
+
+def _store_files(node) -> set[str]:
+    try:
+        return {f for f in os.listdir(node.object_store_dir) if not f.startswith("recycled")}
+    except FileNotFoundError:
+        return set()
+
+
+def test_a_custom_resource_sends_the_task_to_the_node_that_has_it(nodes):
+    c, a, _ = nodes
+    assert quanta.get(where.options(resources={"special": 1}).remote()) == a.node_id
+    assert quanta.get(where.remote()) == c.head_node.node_id  # DEFAULT: an idle local node
+
+
+def test_large_arguments_and_returns_are_pulled_between_nodes(nodes, helpers):
+    c, a, _ = nodes
+    arr = np.arange(2_000_000, dtype=np.int64)  # 16 MB: in the head's store
+    ref = quanta.put(arr)
+    assert quanta.get(total.options(resources={"special": 1}).remote(ref)) == int(arr.sum())
+
+    @quanta.remote(resources={"special": 1})
+    def make(n):
+        return np.full(n, 3, dtype=np.int64)
+
+    out = make.remote(1_000_000)
+    got = quanta.get(out)
+    assert got.sum() == 3_000_000 and got.dtype == np.int64
+    assert _store_files(a), "the return lives in node a's store"
+    del got, out, ref
+    # freeing an object drops its file and every copy pulled to another node
+    assert helpers.wait_until(lambda: not _store_files(a) and not _store_files(c.head_node), 10)
+
+
+def test_a_worker_on_another_node_borrows_a_ref_from_the_driver(nodes):
+    _, a, _ = nodes
+    inner = quanta.put(np.ones(300_000))  # shared memory, owned by the driver
+
+    @quanta.remote(resources={"special": 1})
+    def unwrap(box):
+        return float(quanta.get(box[0]).sum()), quanta.get_runtime_context().get_node_id()
+
+    assert quanta.get(unwrap.remote([inner])) == (300_000.0, a.node_id)
+
+
+def test_nested_tasks_spill_from_a_member_node(nodes):
+    c, a, b = nodes
+    b_id = b.node_id
+
+    @quanta.remote(resources={"special": 1})
+    def parent():
+        here = quanta.get_runtime_context().get_node_id()
+        child = where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            b_id, soft=False)).remote()
+        return here, quanta.get(child)
+
+    assert quanta.get(parent.remote()) == (a.node_id, b.node_id)
+
+
+def test_spread_uses_every_node(nodes):
+    c, a, b = nodes
+    refs = [where.options(scheduling_strategy="SPREAD").remote(0.3) for _ in range(6)]
+    assert set(quanta.get(refs)) == {c.head_node.node_id, a.node_id, b.node_id}
+
+
+def test_default_spills_once_the_local_node_is_busy(nodes):
+    c, a, b = nodes
+    refs = [where.remote(0.5) for _ in range(3)]
+    assert set(quanta.get(refs)) == {c.head_node.node_id, a.node_id, b.node_id}
+
+
+def test_node_affinity(nodes):
+    c, a, b = nodes
+    hard = NodeAffinitySchedulingStrategy(b.node_id, soft=False)
+    assert quanta.get(where.options(scheduling_strategy=hard).remote()) == b.node_id
+    nobody = "ab" * 16
+    with pytest.raises(qexc.TaskUnschedulableError, match="no alive node .* has that id"):
+        quanta.get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            nobody, soft=False)).remote())
+    soft = NodeAffinitySchedulingStrategy(nobody, soft=True)
+    assert quanta.get(where.options(scheduling_strategy=soft).remote()) in {
+        c.head_node.node_id, a.node_id, b.node_id}
+    with pytest.raises(ValueError, match="node's hex id"):
+        where.options(scheduling_strategy=NodeAffinitySchedulingStrategy("node-1", soft=True))
+
+
+def test_a_request_no_node_can_fit_fails_naming_the_largest_node(nodes):
+    with pytest.raises(qexc.TaskUnschedulableError, match="largest node in the cluster"):
+        quanta.get(where.options(resources={"special": 2}).remote())
+
+
+def test_cluster_resources_follow_the_alive_nodes(nodes, helpers):
+    c, a, b = nodes
+    assert quanta.cluster_resources()["CPU"] == 3.0
+    assert quanta.cluster_resources()["special"] == 1.0
+    c.remove_node(b, allow_graceful=False)
+    assert helpers.wait_until(lambda: quanta.cluster_resources()["CPU"] == 2.0, 10)
+
+
+def test_a_task_on_a_node_that_dies_is_retried_on_another(nodes):
+    c, a, b = nodes
+    soft_b = NodeAffinitySchedulingStrategy(b.node_id, soft=True)
+    ref = where.options(scheduling_strategy=soft_b, max_retries=2).remote(2.0)
+    time.sleep(0.8)  # running on b by now
+    c.remove_node(b, allow_graceful=False)
+    assert quanta.get(ref, timeout=30) in {c.head_node.node_id, a.node_id}
+
+
+def test_an_object_whose_only_copy_was_on_a_dead_node_is_lost_with_the_reason(nodes):
+    c, a, _ = nodes
+
+    @quanta.remote(resources={"special": 1})
+    def make():
+        return np.zeros(500_000)
+
+    ref = make.remote()
+    quanta.wait([ref], fetch_local=False)
+    c.remove_node(a, allow_graceful=False)
+    with pytest.raises(qexc.ObjectLostError, match="node"):
+        quanta.get(ref, timeout=30)
