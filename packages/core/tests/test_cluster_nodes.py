@@ -112,6 +112,18 @@ def _status_nodes(shell) -> list[dict]:
     return nodes
 
 
+_ON_MEMBERS = r"""
+import quanta
+quanta.init(address="auto")
+
+@quanta.remote(resources={"special": 1})
+def where():
+    return quanta.get_runtime_context().get_node_id()
+
+print(quanta.get(where.remote(), timeout=30), quanta.cluster_resources()["CPU"])
+"""
+
+
 def test_nodes_join_report_and_die(shell, helpers):
     head = shell.start("--num-cpus", "1")
     token_file = os.path.join(head["session_dir"], "cluster_token")
@@ -126,6 +138,13 @@ def test_nodes_join_report_and_die(shell, helpers):
 
     text = shell.quanta("status").stdout
     assert "3 alive, 0 dead" in text and "member" in text
+
+    # A driver on the head runs work on the members that have what it needs.
+    res = subprocess.run([sys.executable, "-c", _ON_MEMBERS], env=shell.env, cwd=shell.tmp,
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    special, cpus = res.stdout.split()[-2:]
+    assert special == m1["node_id"] and cpus == "3.0"
 
     # A node daemon that dies without a word is marked dead within a few seconds.
     os.kill(m1["pid"], signal.SIGKILL)
