@@ -155,3 +155,48 @@ def test_an_object_whose_only_copy_was_on_a_dead_node_is_lost_with_the_reason(no
     c.remove_node(a, allow_graceful=False)
     with pytest.raises(qexc.ObjectLostError, match="node"):
         quanta.get(ref, timeout=30)
+
+
+@quanta.remote
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n
+
+    def node(self) -> str:
+        return quanta.get_runtime_context().get_node_id()
+
+
+def test_actors_run_where_their_resources_are_and_are_called_from_any_node(nodes):
+    c, a, b = nodes
+    counter = Counter.options(resources={"special": 1}).remote()
+    assert quanta.get(counter.node.remote()) == a.node_id
+    assert quanta.get([counter.inc.remote() for _ in range(50)])[-1] == 50
+    named = Counter.options(name="on-b", scheduling_strategy=NodeAffinitySchedulingStrategy(
+        b.node_id, soft=False)).remote()
+    assert quanta.get(named.node.remote()) == b.node_id
+
+    @quanta.remote
+    def use(handle):  # runs on the head's node or b; the actors are on a and b
+        return quanta.get(handle.inc.remote()), quanta.get(quanta.get_actor("on-b").inc.remote())
+
+    on_b = NodeAffinitySchedulingStrategy(b.node_id, soft=False)
+    assert quanta.get(use.options(scheduling_strategy=on_b).remote(counter)) == (51, 1)
+
+
+def test_an_actor_on_a_node_that_dies_restarts_on_another(nodes, helpers):
+    c, a, b = nodes
+    soft_b = NodeAffinitySchedulingStrategy(b.node_id, soft=True)
+    counter = Counter.options(scheduling_strategy=soft_b, max_restarts=1).remote()
+    assert quanta.get(counter.node.remote()) == b.node_id
+    c.remove_node(b, allow_graceful=False)
+    assert quanta.get(counter.node.remote(), timeout=30) in {c.head_node.node_id, a.node_id}
+
+    only_a = Counter.options(resources={"special": 1}, max_restarts=1).remote()
+    assert quanta.get(only_a.node.remote()) == a.node_id
+    c.remove_node(a, allow_graceful=False)
+    with pytest.raises(qexc.ActorDiedError, match="cannot be scheduled"):
+        quanta.get(only_a.node.remote(), timeout=30)

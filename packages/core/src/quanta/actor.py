@@ -137,6 +137,7 @@ class ActorClass:
         if isinstance(strategy, PlacementGroupSchedulingStrategy):
             hold, _ = apply_strategy(hold, strategy)
             schedule, _ = apply_strategy(schedule, strategy)
+            strategy = "DEFAULT"
         groups = opts.get("concurrency_groups") or {}
         method_groups = {n: s.group for n, s in meta["methods"].items() if s.group}
         for n, g in method_groups.items():
@@ -155,6 +156,7 @@ class ActorClass:
             "max_restarts": opts.get("max_restarts") or 0,
             "resources": hold,
             "schedule_resources": schedule,
+            "strategy": strategy or "DEFAULT",
         }
         runtime = {
             "is_async": self._is_async,
@@ -337,7 +339,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"get_actor(namespace=...) must be a str, got {namespace!r}")
     cw = _cw()
-    rec = cw.call_daemon("get_named_actor", name, namespace or cw.current_namespace())
+    rec = cw.call_actor_manager("get_named_actor", name, namespace or cw.current_namespace())
     return ActorHandle(rec["actor_id"], rec["meta"], cw.borrow_handle_ref(rec))
 
 

@@ -113,7 +113,7 @@ class ActorCallsMixin:
             if pending == 0:
                 info["creation"] = self._creation_payload(spec, creation)
         try:
-            existing = self.call_daemon("register_actor", info)
+            existing = self.call_actor_manager("register_actor", info)
         except BaseException:
             with self.lock:
                 self.actor_states.pop(actor_id, None)
@@ -139,7 +139,7 @@ class ActorCallsMixin:
         spec = st.creation
         spec.deps_pending -= 1
         if spec.deps_pending == 0:
-            self._send_daemon((m.NOTIFY, "create_actor",
+            self.send_actor_manager((m.NOTIFY, "create_actor",
                                (st.actor_id, self._creation_payload(spec, creation))))
 
     def borrow_handle_ref(self, record: dict[str, Any]) -> ObjectRef | None:
@@ -164,7 +164,7 @@ class ActorCallsMixin:
         st = self.actor_states[actor_id] = ActorState(actor_id, class_name)
         req = next(self._req)
         self.calls[req] = lambda ok, state, st=st: self._subscribed(st, ok, state)
-        self._send_daemon((m.CALL, req, "subscribe_actor", (actor_id,)))
+        self.send_actor_manager((m.CALL, req, "subscribe_actor", (actor_id,)))
         return st
 
     def _subscribed(self, st: ActorState, ok: bool, state: Any) -> None:
@@ -334,12 +334,12 @@ class ActorCallsMixin:
 
     # --- termination ----------------------------------------------------------------------
     def kill_actor(self, actor_id: str, no_restart: bool) -> None:
-        self.call_daemon("kill_actor", actor_id, no_restart)
+        self.call_actor_manager("kill_actor", actor_id, no_restart)
 
     def _actor_handles_gone(self, oid: bytes) -> None:
         """The owner's last reference to an actor's handle ref went. Lock held."""
         actor_id = oid[:16].hex()
-        self._send_daemon((m.NOTIFY, "actor_handles_gone", (actor_id,)))
+        self.send_actor_manager((m.NOTIFY, "actor_handles_gone", (actor_id,)))
 
 
 _error = serialization.error_value

@@ -26,6 +26,7 @@ import asyncio
 import collections
 import ctypes
 import inspect
+import os
 import threading
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,8 +103,8 @@ class ActorRuntime:
             self.instance = cls(*a, **kw)
         except BaseException as e:  # noqa: BLE001 - reported as the actor's death
             error = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        cw._send_daemon((m.NOTIFY, "actor_ready", (self.actor_id, c.get("incarnation", 0),
-                                                   error)))
+        cw.send_actor_manager((m.NOTIFY, "actor_ready", (self.actor_id, c.get("incarnation", 0),
+                                                         error, cw.address, os.getpid())))
         if error is None and self.loop is not None:
             self.loop.run_forever()
 
@@ -289,4 +290,4 @@ class ActorRuntime:
         self.exiting = ("The actor exited on purpose: exit_actor() (ray.actor.exit_actor) was "
                         "called in one of its methods.")
         self.ex._reply(conn, task_id, [self._dead_value()] * max(num_returns, 1), [])
-        self.cw._send_daemon((m.NOTIFY, "actor_exit", (self.actor_id, self.exiting)))
+        self.cw.send_actor_manager((m.NOTIFY, "actor_exit", (self.actor_id, self.exiting)))

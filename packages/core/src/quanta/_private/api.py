@@ -187,6 +187,7 @@ def _connect(address: str, namespace: str | None) -> _Session:
                               timeout=30)
         if info.get("NodeAddress"):  # a cluster node: processes of other nodes reach us
             cw.join_cluster(routed_address(info["NodeAddress"], cw.worker_id))
+            cw.actor_home = cw.call_daemon("actor_home", timeout=30)
         # The node frees what this driver owned when its connection closes.
         cw.call_daemon("attach_driver", job_id, cw.worker_id, cw.address,
                        ids.process_prefix_hex(), timeout=30)

@@ -241,6 +241,7 @@ class CoreWorker(ActorCallsMixin):
         self.reactor.listen_handoff(os.path.join(sock_dir, worker_id + ".fds"),
                                     self._on_accept)
         self._route_prefix: str | None = None
+        self.actor_home: str | None = None  # the head's node address, on a cluster member
         self.reactor.start_thread(f"quanta-{mode}-reactor")
         self.daemon = self.reactor.connect(daemon_address)
         # Refs that arrive through the daemon (actor constructor arguments) come from a third
@@ -377,7 +378,7 @@ class CoreWorker(ActorCallsMixin):
         cache = self.__dict__.setdefault("_job_namespaces", {})
         ns = cache.get(self.job_id)
         if ns is None:
-            ns = cache[self.job_id] = self.call_daemon("job_namespace", self.job_id)
+            ns = cache[self.job_id] = self.call_actor_manager("job_namespace", self.job_id)
         return ns
 
     def placement_group_ready(self, pg: Any) -> ObjectRef:
@@ -409,6 +410,22 @@ class CoreWorker(ActorCallsMixin):
             return bool(self.call_daemon("wait_placement_group", pg_id, timeout=timeout))
         except TimeoutError:
             return False
+
+    def actor_conn(self) -> Connection:
+        """The connection to the daemon that manages actors: this node's, or on a member of
+        a cluster the head's (opened on first use)."""
+        if self.actor_home is None:
+            return self.daemon
+        return self.peer(self.actor_home)
+
+    def call_actor_manager(self, method: str, *args: Any, timeout: float | None = 60) -> Any:
+        return self.call(self.actor_conn(), method, *args, timeout=timeout)
+
+    def send_actor_manager(self, msg: tuple) -> None:
+        try:
+            self.actor_conn().send(msg)
+        except (OSError, ConnectionClosed):
+            pass
 
     def notify_daemon(self, method: str, *args: Any) -> None:
         """A one-way request to the node daemon (ordered with this process's later calls)."""

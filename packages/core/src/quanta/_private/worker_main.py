@@ -26,4 +26,5 @@ def run_worker(*, worker_id: str, session_dir: str, daemon_address: str, node_id
     address = cw.call_daemon("register_worker", worker_id, cw.address, os.getpid())
     if address != cw.address:  # a node of a cluster: reached through its TCP port
         cw.join_cluster(address)
+        cw.actor_home = cw.call_daemon("actor_home")
     executor.run_forever()

@@ -23,7 +23,7 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     from quanta._private.api import _cw
 
     cw = _cw()
-    found = cw.call_daemon("list_named_actors", None if all_namespaces else
+    found = cw.call_actor_manager("list_named_actors", None if all_namespaces else
                            cw.current_namespace())
     return found if all_namespaces else [a["name"] for a in found]
 

@@ -31,6 +31,7 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from quanta._private import messages as m
+from quanta._private.node.cluster_view import Infeasible
 from quanta._private.resources import ResourceSet
 from quanta._private.transport import Connection, ConnectionClosed
 from quanta.exceptions import ActorAlreadyExistsError
@@ -51,7 +52,7 @@ class ActorRecord:
         "actor_id", "name", "namespace", "detached", "owner_conn", "owner_address", "job_id",
         "class_name", "meta", "handle_owner", "creation", "hold", "schedule", "max_restarts",
         "num_restarts", "state", "worker", "address", "reason", "subscribers", "pid",
-        "no_restart", "kill_reason",
+        "no_restart", "kill_reason", "strategy", "host",
     )
 
     def __init__(self, info: dict[str, Any], owner_conn: Connection) -> None:
@@ -78,6 +79,8 @@ class ActorRecord:
         self.pid = 0
         self.no_restart = False
         self.kill_reason = ""  # set by kill(no_restart=False): why the process went
+        self.strategy: str = info.get("strategy") or "DEFAULT"
+        self.host: str | None = None  # the node address of the node hosting it, if not here
 
     def public(self) -> dict[str, Any]:
         """What ``get_actor`` and ``list_actors`` see."""
@@ -141,9 +144,8 @@ class ActorManager:
         if pg_state is not None and pg_state not in ("PENDING", "CREATED"):
             self._dead(rec, pg_state)
             return
-        if pg_state != "PENDING" and (not self.d.resources.feasible(rec.schedule)
-                                      or not self.d.resources.feasible(rec.hold)):
-            total = self.d.resources.total
+        if pg_state != "PENDING" and not self._feasible_somewhere(rec):
+            total = self.d.view.largest(self.d.resources)
             self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: it requires "
                        f"{rec.schedule!r} but the largest node in the cluster has {total!r}. "
                        "Lower the actor's resource request or add a node that has them.")
@@ -152,6 +154,38 @@ class ActorManager:
         self._save(rec)
         self.pending.append(rec)
         self.d._schedule()
+
+    def _feasible_somewhere(self, rec: ActorRecord) -> bool:
+        res = self.d.resources
+        if res.feasible(rec.schedule) and res.feasible(rec.hold):
+            return True
+        return any(rec.schedule.fits_in(n.total) and rec.hold.fits_in(n.total)
+                   for n in self.d.view.nodes.values())
+
+    def _place_elsewhere(self, rec: ActorRecord) -> bool:
+        """In a cluster, send ``rec`` to the node the view picks when that is another one
+        (it then waits there for its resources). Returns whether it was sent."""
+        d = self.d
+        if d._pg_state(rec.schedule) is not None:
+            return False  # placement groups reserve bundles on this node only
+        try:
+            # what must be free there: the larger of the placing and the held amounts
+            names = set(rec.schedule) | set(rec.hold)
+            need = ResourceSet._from_units(
+                {k: max(rec.schedule.units(k), rec.hold.units(k)) for k in names})
+            while True:
+                node = d.view.choose(need, rec.strategy, d.resources)
+                if node is None:
+                    return False
+                creation = dict(rec.creation, incarnation=rec.num_restarts)
+                if d.links.notify_node(node.address, "host_actor", rec.actor_id, creation,
+                                       rec.hold.to_dict(), rec.schedule.to_dict()):
+                    rec.host = node.address
+                    return True
+                d.view.mark_unreachable(node.node_id)  # gone: choose again without it
+        except Infeasible as e:
+            self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: {e}")
+            return True
 
     def subscribe(self, conn: Connection, actor_id: str) -> tuple:
         rec = self.actors.get(actor_id)
@@ -187,8 +221,10 @@ class ActorManager:
         d = self.d
         need_workers = 0
         still: list[ActorRecord] = []
-        for rec in self.pending:
+        for rec in list(self.pending):
             if rec.state not in (PENDING_CREATION, RESTARTING):
+                continue
+            if self._place_elsewhere(rec):
                 continue
             if not d.resources.can_fit(rec.schedule) or not d.resources.can_fit(rec.hold):
                 still.append(rec)
@@ -211,8 +247,10 @@ class ActorManager:
         self.pending = still
         return need_workers
 
-    def ready(self, actor_id: str, incarnation: int, error: str | None) -> None:
-        """The actor's worker ran the constructor (``error``: its traceback if it raised)."""
+    def ready(self, actor_id: str, incarnation: int, error: str | None, address: str = "",
+              pid: int = 0) -> None:
+        """The actor's worker ran the constructor (``error``: its traceback if it raised);
+        a worker of another node gives its address."""
         rec = self.actors.get(actor_id)
         if rec is None or rec.state == DEAD or incarnation != rec.num_restarts:
             return
@@ -221,7 +259,9 @@ class ActorManager:
                        f"task (the constructor of {rec.class_name}):\n{error}")
             return
         rec.state = ALIVE
-        rec.address = rec.worker.address if rec.worker is not None else ""
+        rec.address = rec.worker.address if rec.worker is not None else address
+        if rec.worker is None:
+            rec.pid = pid
         self._changed(rec)
 
     # --- death ------------------------------------------------------------------------
@@ -231,6 +271,23 @@ class ActorManager:
         if rec is None or rec.worker is not w:
             return
         rec.worker = None
+        self._process_died(rec)
+
+    def hosted_died(self, actor_id: str, incarnation: int) -> None:
+        """The node hosting an actor reports its worker's death."""
+        rec = self.actors.get(actor_id)
+        if rec is None or rec.host is None or incarnation != rec.num_restarts:
+            return
+        rec.host = None
+        self._process_died(rec)
+
+    def node_lost(self, address: str) -> None:
+        """The connection to the node at ``address`` closed: its actors' processes are gone."""
+        for rec in [r for r in self.actors.values() if r.host == address]:
+            rec.host = None
+            self._process_died(rec)
+
+    def _process_died(self, rec: ActorRecord) -> None:
         rec.address = ""
         if rec.state == DEAD:
             return
@@ -268,6 +325,8 @@ class ActorManager:
         rec.kill_reason = reason
         if rec.worker is not None:
             self.d._kill_worker(rec.worker)
+        elif rec.host is not None:
+            self.d.links.notify_node(rec.host, "kill_hosted_actor", rec.actor_id)
 
     def owns_live_actors(self, conn: Connection) -> bool:
         return any(rec.owner_conn is conn and not rec.detached and rec.state != DEAD
@@ -302,6 +361,9 @@ class ActorManager:
         w = rec.worker
         if w is not None:
             self.d._kill_worker(w)
+        if rec.host is not None:
+            self.d.links.notify_node(rec.host, "kill_hosted_actor", rec.actor_id)
+            rec.host = None
         self._changed(rec)
         rec.subscribers.clear()
 

@@ -208,9 +208,9 @@ class ClusterView:
     def _infeasible_text(self, request: ResourceSet, local: NodeResources,
                          node_id: str | None = None) -> str:
         if node_id is not None:
-            return (f"No node can ever run this task: it requires {request!r} but the node "
+            return (f"No node can ever run it: it requires {request!r} but the node "
                     f"{node_id} its NodeAffinitySchedulingStrategy names (soft=False) does "
                     "not have them. Lower the request or pass soft=True.")
-        return (f"No node can ever run this task: it requires {request!r} but the largest "
-                f"node in the cluster has {self.largest(local)!r}. Lower the task's resource "
-                "request or add a node that has them.")
+        return (f"No node can ever run it: it requires {request!r} but the largest node in "
+                f"the cluster has {self.largest(local)!r}. Lower the resource request or add "
+                "a node that has them.")

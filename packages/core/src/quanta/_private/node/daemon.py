@@ -46,6 +46,7 @@ from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.cluster_view import ClusterView, Infeasible
 from quanta._private.node.control_store import ControlStore
+from quanta._private.node.hosted_actors import HostedActors
 from quanta._private.node.membership import Membership
 from quanta._private.node.node_links import NodeLinks
 from quanta._private.node.object_store import ObjectStore
@@ -220,6 +221,8 @@ class NodeDaemon:
         self.control_address: str | None = None
         self.head_link: Any = None
         self.actors = ActorManager(self)
+        self.hosted = HostedActors(self)  # actors placed here by the head's actor manager
+        self.head_node_address: str | None = None  # members: the head's node port
         self.pgs = PlacementGroupManager(self)
         self.control.finish_stale_jobs()  # a head restarted on its storage: drivers are gone
         self.pgs.restore()
@@ -342,8 +345,16 @@ class NodeDaemon:
         if handler is not None:
             handler(conn, msg)
 
+    def _adopt(self, conn: Connection) -> None:
+        """A process of another node calls this daemon (leases, actors): what it leaves
+        behind (leased workers, owned actors, subscriptions) goes when it disconnects."""
+        conn.peer = ("remote", None)
+        conn.on_close.append(self._on_client_closed)
+
     def _on_call(self, conn: Connection, msg: tuple) -> None:
         _, req, method, args = msg
+        if conn.peer is None:
+            self._adopt(conn)
         if method == "pull_object":  # answered when the copy is sealed here
             self._pull_object(conn, req, *args)
             return
@@ -370,6 +381,8 @@ class NodeDaemon:
             pass
 
     def _on_notify(self, conn: Connection, msg: tuple) -> None:
+        if conn.peer is None:
+            self._adopt(conn)
         getattr(self, "notify_" + msg[1])(conn, *msg[2])
 
     # --- clients ------------------------------------------------------------------------
@@ -418,6 +431,8 @@ class NodeDaemon:
 
     def _on_client_closed(self, conn: Connection) -> None:
         kind, ident = conn.peer
+        if kind == "home":
+            return
         if kind == "worker":
             w = self.workers.pop(ident, None)
             if w is not None:
@@ -427,7 +442,8 @@ class NodeDaemon:
                     self.resources.release(w.alloc)
                     w.alloc = None
                 if w.actor_id is not None and not self.stopping:
-                    self.actors.worker_died(w)
+                    if not self.hosted.worker_died(w):
+                        self.actors.worker_died(w)
                 self._remove_sockets(ident)
         if not self.stopping:
             self.actors.owner_gone(conn)
@@ -487,8 +503,7 @@ class NodeDaemon:
         _, req, res, strategy, owner_address, *rest = msg
         spilled = bool(rest and rest[0])  # sent here by another node: grant or queue it
         if conn.peer is None:  # a submitter of another node: its leases go when it does
-            conn.peer = ("remote", owner_address)
-            conn.on_close.append(self._on_client_closed)
+            self._adopt(conn)
         try:
             request = ResourceSet(res)
         except (TypeError, ValueError) as e:
@@ -564,8 +579,8 @@ class NodeDaemon:
     def _schedule(self) -> None:
         if self.pgs.pending:
             self.pgs.schedule()
-        if self.actors.pending:
-            need = self.actors.schedule()
+        if self.actors.pending or self.hosted.pending:
+            need = self.actors.schedule() + self.hosted.schedule()
             # Actors each need a worker of their own: start them in parallel.
             for _ in range(max(0, min(need, 16) - self.starting)):
                 self._start_worker()
@@ -864,8 +879,28 @@ class NodeDaemon:
         self.actors.create(actor_id, creation)
 
     def notify_actor_ready(self, conn: Connection, actor_id: str, incarnation: int,
-                           error: str | None) -> None:
-        self.actors.ready(actor_id, incarnation, error)
+                           error: str | None, address: str = "", pid: int = 0) -> None:
+        self.actors.ready(actor_id, incarnation, error, address, pid)
+
+    # the cluster's actor manager (the head) and the nodes hosting its actors
+    def rpc_actor_home(self, conn: Connection) -> str | None:
+        """Where this node's processes send actor business: None for this daemon (a head,
+        or a node alone), else the head's node address."""
+        return self.head_node_address
+
+    def notify_host_actor(self, conn: Connection, actor_id: str, creation: dict,
+                          hold: dict, schedule: dict) -> None:
+        if conn.peer == ("remote", None):
+            conn.peer = ("home", None)
+            conn.on_close.append(self.hosted.home_gone)
+        self.hosted.host(conn, actor_id, creation, hold, schedule)
+
+    def notify_kill_hosted_actor(self, conn: Connection, actor_id: str) -> None:
+        self.hosted.kill(actor_id)
+
+    def notify_hosted_actor_died(self, conn: Connection, actor_id: str,
+                                 incarnation: int) -> None:
+        self.actors.hosted_died(actor_id, incarnation)
 
     def notify_actor_exit(self, conn: Connection, actor_id: str, reason: str) -> None:
         self.actors.kill(actor_id, True, reason)

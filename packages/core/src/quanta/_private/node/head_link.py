@@ -77,6 +77,9 @@ class HeadLink:
                 continue
             self.period = reply.heartbeat_period_s or self.period
             nodes = [node_from_pb(n) for n in reply.nodes]
+            head = [n["node_address"] for n in nodes if n["is_head"] and n["node_address"]]
+            if head:
+                self.daemon.head_node_address = head[0]
             self.daemon.reactor.call_soon_threadsafe(lambda n=nodes: self.daemon.view.update(n))
             self.registered = True
             self.settled.set()

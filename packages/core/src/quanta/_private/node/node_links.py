@@ -77,20 +77,32 @@ class NodeLinks:
             channel.close()
 
     # -- other nodes ------------------------------------------------------------------------
-    def notify_node(self, address: str, method: str, *args: Any) -> None:
-        """Send a one-way call to the daemon at ``address`` (best effort: a node that is gone
-        has nothing left to do)."""
+    def notify_node(self, address: str, method: str, *args: Any) -> bool:
+        """Send a one-way call to the daemon at ``address``. Returns False when that daemon
+        cannot be reached (a node that is gone)."""
         conn = self._nodes.get(address)
         if conn is None or conn.closed:
             try:
                 conn = self.daemon.reactor.connect(address, timeout=2.0)
             except OSError:
-                return
+                return False
             self._nodes[address] = conn
+            conn.on_close.append(lambda c, a=address: self._node_lost(a))
         try:
             conn.send((m.NOTIFY, method, args))
         except ConnectionClosed:
             self._nodes.pop(address, None)
+            return False
+        return True
+
+    def _node_lost(self, address: str) -> None:
+        """The connection to another node's daemon closed: it died (or is dying: a new
+        connection might still be accepted by its closing socket), so no more work goes there
+        until the head reports it again."""
+        for node in list(self.daemon.view.nodes.values()):
+            if node.address == address:
+                self.daemon.view.mark_unreachable(node.node_id)
+        self.daemon.actors.node_lost(address)
 
     # -- copies -----------------------------------------------------------------------------
     def copied(self, hexid: str, puller: str) -> None:
