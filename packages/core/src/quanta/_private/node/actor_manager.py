@@ -226,24 +226,14 @@ class ActorManager:
                 continue
             if self._place_elsewhere(rec):
                 continue
-            if not d.resources.can_fit(rec.schedule) or not d.resources.can_fit(rec.hold):
+            w = d.dedicate_worker(rec.schedule, rec.hold, rec.actor_id)
+            if w is None or w is True:
+                need_workers += w is True
                 still.append(rec)
                 continue
-            if not d.idle:
-                need_workers += 1
-                still.append(rec)
-                continue
-            w = d.workers[d.idle.pop()]
-            w.alloc = d.resources.allocate(rec.hold)
-            w.actor_id = rec.actor_id
             rec.worker = w
             rec.pid = w.pid
-            creation = dict(rec.creation, incarnation=rec.num_restarts,
-                            gpu_ids=w.alloc.gpu_ids)
-            try:
-                w.conn.send((m.ACTOR_CREATE, creation))
-            except ConnectionClosed:
-                continue  # the close handler restarts or buries it
+            d.send_actor_create(w, dict(rec.creation, incarnation=rec.num_restarts))
         self.pending = still
         return need_workers
 

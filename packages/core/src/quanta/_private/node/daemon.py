@@ -475,6 +475,28 @@ class NodeDaemon:
         self.starting += 1
         _send_frame(self.zygote_sock, worker_id)
 
+    def dedicate_worker(self, schedule: ResourceSet, hold: ResourceSet,
+                        actor_id: str) -> WorkerInfo | bool | None:
+        """Give actor ``actor_id`` an idle worker holding ``hold``, if ``schedule`` and
+        ``hold`` fit now. Returns the worker; None when they do not fit; True when they fit
+        but no worker is idle (one must be started)."""
+        if not self.resources.can_fit(schedule) or not self.resources.can_fit(hold):
+            return None
+        if not self.idle:
+            return True
+        w = self.workers[self.idle.pop()]
+        w.alloc = self.resources.allocate(hold)
+        w.actor_id = actor_id
+        return w
+
+    def send_actor_create(self, w: WorkerInfo, creation: dict[str, Any]) -> None:
+        """Have the dedicated worker ``w`` become its actor (a closed connection is handled
+        by the close handler: the actor restarts or dies)."""
+        try:
+            w.conn.send((m.ACTOR_CREATE, dict(creation, gpu_ids=w.alloc.gpu_ids)))
+        except ConnectionClosed:
+            pass
+
     def _kill_worker(self, w: WorkerInfo) -> None:
         if w.pid:
             try:

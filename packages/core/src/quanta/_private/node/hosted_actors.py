@@ -56,21 +56,13 @@ class HostedActors:
         need = 0
         still = []
         for rec in self.pending:
-            if not d.resources.can_fit(rec.schedule) or not d.resources.can_fit(rec.hold):
+            w = d.dedicate_worker(rec.schedule, rec.hold, rec.actor_id)
+            if w is None or w is True:
+                need += w is True
                 still.append(rec)
                 continue
-            if not d.idle:
-                need += 1
-                still.append(rec)
-                continue
-            w = d.workers[d.idle.pop()]
-            w.alloc = d.resources.allocate(rec.hold)
-            w.actor_id = rec.actor_id
             rec.worker = w
-            try:
-                w.conn.send((m.ACTOR_CREATE, dict(rec.creation, gpu_ids=w.alloc.gpu_ids)))
-            except ConnectionClosed:
-                continue  # the close handler reports it
+            d.send_actor_create(w, rec.creation)
         self.pending = still
         return need
 
