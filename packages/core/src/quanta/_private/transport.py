@@ -252,6 +252,15 @@ class Connection:
         if pos:
             del buf[:pos]
 
+    def detach(self) -> socket.socket:
+        """Take the socket away from this connection and the reactor (no ``on_close``
+        callbacks run, nothing more is dispatched): the caller owns it now. Reactor thread
+        only."""
+        with self._lock:
+            self.closed = True
+        self.reactor._forget(self)
+        return self.sock
+
     def close(self) -> None:
         """Close the socket and run the ``on_close`` callbacks once. Reactor thread only."""
         if self.closed:

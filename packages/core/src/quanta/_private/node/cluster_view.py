@@ -43,11 +43,12 @@ class Infeasible(Exception):
 class NodeView:
     """Another node as this daemon last heard of it."""
 
-    __slots__ = ("node_id", "address", "total", "available")
+    __slots__ = ("node_id", "address", "node_ip", "total", "available")
 
-    def __init__(self, node_id: str, address: str, total: ResourceSet,
+    def __init__(self, node_id: str, address: str, node_ip: str, total: ResourceSet,
                  available: ResourceSet) -> None:
         self.node_id = node_id
+        self.node_ip = node_ip
         self.address = address
         self.total = total
         self.available = available
@@ -94,7 +95,7 @@ class ClusterView:
             if not rec.get("node_address"):
                 continue  # a node from before cross-node work: nothing can reach it
             try:
-                nodes[node_id] = NodeView(node_id, rec["node_address"],
+                nodes[node_id] = NodeView(node_id, rec["node_address"], rec.get("node_ip", ""),
                                           ResourceSet(rec.get("total") or {}),
                                           ResourceSet(rec.get("available") or {}))
             except (TypeError, ValueError):

@@ -869,7 +869,7 @@ class NodeDaemon:
                 out.append(_ray_node({"node_id": node.node_id, "state": "ALIVE",
                                       "total": node.total.to_dict(),
                                       "node_address": node.address,
-                                      "node_ip": node.address[6:].rpartition(":")[0]}))
+                                      "node_ip": node.node_ip}))
         return out
 
     def rpc_cluster_resources(self, conn: Connection) -> dict[str, float]:

@@ -38,8 +38,7 @@ class NodeLinks:
     def route(self, conn: Connection, target: Any) -> None:
         """Pass ``conn`` (a TCP connection whose first frame was ``(ROUTE, target)``) to the
         local process ``target``, or refuse it with a 0 byte when there is none."""
-        self.daemon.reactor._forget(conn)
-        sock = conn.sock
+        sock = conn.detach()
         ok = isinstance(target, str) and bool(_PROCESS_ID.match(target))
         if ok:
             ok = self._hand_over(target, sock)
@@ -48,8 +47,6 @@ class NodeLinks:
             sock.send(b"\x01" if ok else b"\x00")
         except OSError:
             pass
-        with conn._lock:
-            conn.closed = True
         sock.close()
 
     def _hand_over(self, target: str, sock: socket.socket) -> bool:

@@ -40,8 +40,7 @@ class TransferError(RuntimeError):
 def serve_pull(conn: Connection, open_object: Any, hexid: str) -> None:
     """Answer an ``OBJECT_PULL`` on ``conn`` (reactor thread). ``open_object(hexid)`` returns
     an open file descriptor of the object's file or raises with a message for the puller."""
-    conn.reactor._forget(conn)  # the connection leaves the reactor: a thread owns it now
-    sock = conn.sock
+    sock = conn.detach()  # the connection leaves the reactor: a thread owns it now
     try:
         fd = open_object(hexid)
         error = None
