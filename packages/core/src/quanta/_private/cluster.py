@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from quanta._private import messages as m
-from quanta._private.transport import frame, parse_address
+from quanta._private.transport import frame, parse_address, recv_exact
 
 RECORD_NAME = "current_cluster"
 _HEADER = struct.Struct("<I")
@@ -126,22 +126,15 @@ def rpc(address: str, method: str, *args: Any, timeout: float = 5.0) -> Any:
         sock.sendall(frame((m.CALL, 1, method, args)))
         while True:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
-            head = _recv_exact(sock, _HEADER.size)
-            msg = pickle.loads(_recv_exact(sock, _HEADER.unpack(head)[0]))
+            try:
+                head = recv_exact(sock, _HEADER.size)
+                msg = pickle.loads(recv_exact(sock, _HEADER.unpack(head)[0]))
+            except EOFError:
+                raise ConnectionError("the node daemon closed the connection") from None
             if msg[0] == m.REPLY and msg[1] == 1:
                 if msg[2]:
                     return msg[3]
                 raise msg[3]
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("the node daemon closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def probe(rec: dict[str, Any], timeout: float = 3.0) -> dict[str, Any] | None:

@@ -282,6 +282,18 @@ def hand_over(channel: socket.socket, sock: socket.socket) -> None:
     socket.send_fds(channel, [b"\x01"], [sock.fileno()])
 
 
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from the blocking socket ``sock``. Raises EOFError when the peer
+    closes it first."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError(f"the peer closed the connection after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
 def frame(msg: tuple) -> bytes:
     """Pickle and frame ``msg`` once so it can be sent to several connections."""
     data = _dumps(msg, _PROTOCOL)

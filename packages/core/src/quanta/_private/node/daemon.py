@@ -58,7 +58,13 @@ from quanta._private.node.placement_groups import (
 )
 from quanta._private.node.storage import open_storage
 from quanta._private.resources import Allocation, NodeResources, ResourceSet
-from quanta._private.transport import Connection, ConnectionClosed, Reactor, routed_address
+from quanta._private.transport import (
+    Connection,
+    ConnectionClosed,
+    Reactor,
+    recv_exact,
+    routed_address,
+)
 
 IDLE_WORKER_TIMEOUT_S = 10.0
 SWEEP_PERIOD_S = 0.25  # how often the head looks for nodes that stopped reporting
@@ -117,21 +123,11 @@ def _send_frame(sock: socket.socket, obj: Any) -> None:
 def _recv_frame(sock: socket.socket) -> Any:
     import pickle
 
-    head = _recv_exact(sock, 4)
-    if head is None:
+    try:
+        head = recv_exact(sock, 4)
+        return pickle.loads(recv_exact(sock, _FRAME.unpack(head)[0]))
+    except EOFError:
         return None
-    body = _recv_exact(sock, _FRAME.unpack(head)[0])
-    return None if body is None else pickle.loads(body)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 def _zygote(sock: socket.socket, worker_args: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import threading
 from typing import Any
 
 from quanta._private import messages as m
-from quanta._private.transport import Connection, frame, parse_address
+from quanta._private.transport import Connection, frame, parse_address, recv_exact
 
 _SIZE = struct.Struct("<q")
 CHUNK = 8 << 20  # bytes per receive and write
@@ -92,11 +92,15 @@ def pull(address: str, hexid: str, dest_path: str, puller: str = "",
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(frame((m.OBJECT_PULL, hexid, puller)))
-        (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
+        try:
+            (size,) = _SIZE.unpack(recv_exact(sock, _SIZE.size))
+            if size < 0:
+                (n,) = _SIZE.unpack(recv_exact(sock, _SIZE.size))
+                reason = recv_exact(sock, n).decode(errors="replace")
+        except EOFError:
+            raise TransferError("the sending node closed the connection") from None
         if size < 0:
-            (n,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
-            raise TransferError(f"the node at {address} cannot send object {hexid}: "
-                                f"{_recv_exact(sock, n).decode(errors='replace')}")
+            raise TransferError(f"the node at {address} cannot send object {hexid}: {reason}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             # Through one reused buffer and pwrite, not into a mapping of the file: writing
@@ -122,16 +126,6 @@ def pull(address: str, hexid: str, dest_path: str, puller: str = "",
         os.close(fd)
     os.rename(tmp, dest_path)
     return size
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise TransferError("the sending node closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def _unlink_quiet(path: str) -> None:
