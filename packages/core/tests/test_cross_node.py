@@ -134,11 +134,19 @@ def test_cluster_resources_follow_the_alive_nodes(nodes, helpers):
     assert helpers.wait_until(lambda: quanta.cluster_resources()["CPU"] == 2.0, 10)
 
 
-def test_a_task_on_a_node_that_dies_is_retried_on_another(nodes):
+def test_a_task_on_a_node_that_dies_is_retried_on_another(nodes, helpers, tmp_path):
     c, a, b = nodes
+    started = str(tmp_path / "started")
+
+    @quanta.remote(max_retries=2)
+    def slow() -> str:
+        open(started, "a").close()
+        time.sleep(2.0)
+        return quanta.get_runtime_context().get_node_id()
+
     soft_b = NodeAffinitySchedulingStrategy(b.node_id, soft=True)
-    ref = where.options(scheduling_strategy=soft_b, max_retries=2).remote(2.0)
-    time.sleep(0.8)  # running on b by now
+    ref = slow.options(scheduling_strategy=soft_b).remote()
+    assert helpers.wait_until(lambda: os.path.exists(started), 10)  # running on b
     c.remove_node(b, allow_graceful=False)
     assert quanta.get(ref, timeout=30) in {c.head_node.node_id, a.node_id}
 
