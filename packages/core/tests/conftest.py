@@ -128,3 +128,13 @@ def make_cluster():
             c.shutdown()
     assert not [s for s in sessions if cluster.session_pids(s)], "node processes left running"
     assert not [s for s in sessions if os.path.exists(s)]
+
+
+@pytest.fixture
+def nodes(make_cluster):
+    """A head with 1 CPU (the driver's node), node ``a`` with 1 CPU and a ``special``
+    resource, node ``b`` with 1 CPU; a driver connected to the head."""
+    c, (a, b) = make_cluster({"num_cpus": 1}, {"num_cpus": 1, "resources": {"special": 1}},
+                             {"num_cpus": 1})
+    c.connect(namespace="x")
+    return c, a, b

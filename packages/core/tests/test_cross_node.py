@@ -16,16 +16,6 @@ from quanta.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def nodes(make_cluster):
-    """A head with 1 CPU (the driver's node), node ``a`` with 1 CPU and a ``special``
-    resource, node ``b`` with 1 CPU; a driver connected to the head."""
-    c, (a, b) = make_cluster({"num_cpus": 1}, {"num_cpus": 1, "resources": {"special": 1}},
-                             {"num_cpus": 1})
-    c.connect(namespace="x")
-    return c, a, b
-
-
 @quanta.remote
 def where(seconds: float = 0.0) -> str:
     time.sleep(seconds)

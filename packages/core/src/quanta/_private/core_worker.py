@@ -402,18 +402,19 @@ class CoreWorker(ActorCallsMixin):
 
         req = next(self._req)
         self.calls[req] = done
-        self._send_daemon((m.CALL, req, "wait_placement_group", (pg.id.hex(),)))
+        self.send_actor_manager((m.CALL, req, "wait_placement_group", (pg.id.hex(),)))
         return ref
 
     def wait_placement_group(self, pg_id: str, timeout: float) -> bool:
         try:
-            return bool(self.call_daemon("wait_placement_group", pg_id, timeout=timeout))
+            return bool(self.call_actor_manager("wait_placement_group", pg_id,
+                                                timeout=timeout))
         except TimeoutError:
             return False
 
     def actor_conn(self) -> Connection:
-        """The connection to the daemon that manages actors: this node's, or on a member of
-        a cluster the head's (opened on first use)."""
+        """The connection to the daemon that manages actors and placement groups: this
+        node's, or on a member of a cluster the head's (opened on first use)."""
         if self.actor_home is None:
             return self.daemon
         return self.peer(self.actor_home)

@@ -35,7 +35,7 @@ Standard library only.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -463,6 +463,16 @@ class NodeResources:
         """What is free now. While CPU is oversubscribed (see :meth:`reacquire_cpus`) the CPU
         entry is clamped to 0 (absent); :meth:`available_amount` gives the signed figure."""
         return ResourceSet._from_units({k: v for k, v in self._avail.items() if v > 0})
+
+    def available_of(self, names: Iterable[str]) -> ResourceSet:
+        """What is free now of ``names`` only (clamped at 0, as :attr:`available`)."""
+        avail = self._avail
+        return ResourceSet._from_units({k: max(0, avail.get(k, 0)) for k in names})
+
+    def total_of(self, names: Iterable[str]) -> ResourceSet:
+        """The node's total of ``names`` only."""
+        total = self._total_units
+        return ResourceSet._from_units({k: total.get(k, 0) for k in names})
 
     def available_amount(self, name: str) -> float:
         """The free amount of ``name``; negative for CPU while oversubscribed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from quanta._private import messages as m
 from quanta._private.ids import HexID
 from quanta.object_ref import ObjectRef
 
@@ -121,10 +122,12 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     info = {"pg_id": pg_id, "bundles": clean, "strategy": strategy, "name": name,
             "namespace": cw.current_namespace(), "detached": lifetime == "detached",
             "job_id": cw.job_id}
-    if name:  # a taken name must raise here, at the call site
-        cw.call_daemon("create_placement_group", info)
+    if name or cw.actor_home is not None:
+        # a taken name must raise here, at the call site; on a cluster member the group must
+        # be known to the head before this node's daemon asks it where the group is
+        cw.call_actor_manager("create_placement_group", info)
     else:  # nothing can fail: one message, ordered before any later call on this group
-        cw.notify_daemon("create_placement_group", info)
+        cw.send_actor_manager((m.NOTIFY, "create_placement_group", (info,)))
     return PlacementGroup(pg_id, clean, strategy)
 
 
@@ -135,7 +138,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
                         f"{type(placement_group).__name__}")
     from quanta._private.api import _cw
 
-    _cw().notify_daemon("remove_placement_group", placement_group._pg_id)
+    _cw().send_actor_manager((m.NOTIFY, "remove_placement_group", (placement_group._pg_id,)))
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
@@ -146,7 +149,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
     from quanta._private.api import _cw
 
     cw = _cw()
-    info = cw.call_daemon("get_named_placement_group", placement_group_name,
+    info = cw.call_actor_manager("get_named_placement_group", placement_group_name,
                           cw.current_namespace())
     bundles = [info["bundles"][i] for i in sorted(info["bundles"])]
     return PlacementGroup(info["placement_group_id"], bundles, info["strategy"])
@@ -157,7 +160,7 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
     from quanta._private.api import _cw
 
     pg_id = None if placement_group is None else placement_group._pg_id
-    return _cw().call_daemon("placement_group_table", pg_id)
+    return _cw().call_actor_manager("placement_group_table", pg_id)
 
 
 def get_current_placement_group() -> PlacementGroup | None:

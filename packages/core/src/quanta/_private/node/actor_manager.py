@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from quanta._private import messages as m
 from quanta._private.node.cluster_view import Infeasible
+from quanta._private.node.group_leases import removed_text
+from quanta._private.node.placement_groups import REMOVED, bundle_index_of, group_of
 from quanta._private.resources import ResourceSet
 from quanta._private.transport import Connection, ConnectionClosed
 from quanta.exceptions import ActorAlreadyExistsError
@@ -140,11 +142,13 @@ class ActorManager:
         if rec.state != DEPENDENCIES_UNREADY:
             return
         rec.creation = creation
-        pg_state = self.d._pg_state(rec.schedule)
-        if pg_state is not None and pg_state not in ("PENDING", "CREATED"):
-            self._dead(rec, pg_state)
-            return
-        if pg_state != "PENDING" and not self._feasible_somewhere(rec):
+        pg_id = group_of(rec.schedule)
+        if pg_id is not None:
+            if self.d.pgs.state_of(pg_id) in (None, REMOVED):
+                self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: "
+                           + removed_text(pg_id))
+                return
+        elif not self._feasible_somewhere(rec):
             total = self.d.view.largest(self.d.resources)
             self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: it requires "
                        f"{rec.schedule!r} but the largest node in the cluster has {total!r}. "
@@ -166,8 +170,14 @@ class ActorManager:
         """In a cluster, send ``rec`` to the node the view picks when that is another one
         (it then waits there for its resources). Returns whether it was sent."""
         d = self.d
-        if d._pg_state(rec.schedule) is not None:
-            return False  # placement groups reserve bundles on this node only
+        pg_id = group_of(rec.schedule)
+        if pg_id is not None:  # to the node holding its bundle; waits while none does
+            _, nodes = d.pgs.where(pg_id)
+            target = d.group_leases.pick(rec.schedule, nodes, bundle_index_of(rec.schedule))
+            if target is None or target == d.node_id:
+                return False
+            node = d.view.nodes.get(target)
+            return node is not None and self._host(rec, node)
         try:
             # what must be free there: the larger of the placing and the held amounts
             names = set(rec.schedule) | set(rec.hold)
@@ -177,15 +187,21 @@ class ActorManager:
                 node = d.view.choose(need, rec.strategy, d.resources)
                 if node is None:
                     return False
-                creation = dict(rec.creation, incarnation=rec.num_restarts)
-                if d.links.notify_node(node.address, "host_actor", rec.actor_id, creation,
-                                       rec.hold.to_dict(), rec.schedule.to_dict()):
-                    rec.host = node.address
+                if self._host(rec, node):
                     return True
                 d.view.mark_unreachable(node.node_id)  # gone: choose again without it
         except Infeasible as e:
             self._dead(rec, f"The actor {rec.class_name} cannot be scheduled: {e}")
             return True
+
+    def _host(self, rec: ActorRecord, node: Any) -> bool:
+        """Ask ``node`` to host ``rec``; False when it cannot be reached."""
+        creation = dict(rec.creation, incarnation=rec.num_restarts)
+        if self.d.links.notify_node(node.address, "host_actor", rec.actor_id, creation,
+                                    rec.hold.to_dict(), rec.schedule.to_dict()):
+            rec.host = node.address
+            return True
+        return False
 
     def subscribe(self, conn: Connection, actor_id: str) -> tuple:
         rec = self.actors.get(actor_id)
@@ -322,13 +338,13 @@ class ActorManager:
         return any(rec.owner_conn is conn and not rec.detached and rec.state != DEAD
                    for rec in self.actors.values())
 
-    def fail_pending_in_pg(self, pg_id: str) -> None:
-        from quanta._private.node.placement_groups import pg_of_resource
-
-        for rec in list(self.pending):
-            if any(pg_of_resource(n) == pg_id for n in rec.schedule):
+    def group_removed(self, pg_id: str) -> None:
+        """The placement group ``pg_id`` was removed: its actors, placed or waiting, die."""
+        for rec in list(self.actors.values()):
+            if rec.state != DEAD and group_of(rec.schedule) == pg_id:
+                placed = rec.state not in (DEPENDENCIES_UNREADY, PENDING_CREATION)
                 self._dead(rec, f"The actor died because its placement group {pg_id} was "
-                           "removed before it could be placed.")
+                           + ("removed." if placed else "removed before it could be placed."))
 
     def owner_gone(self, conn: Connection) -> None:
         """A client closed: kill the actors it owned (not detached), drop its subscriptions."""

@@ -145,7 +145,7 @@ class ClusterView:
                 return None
             node = self.nodes.get(node_id)
             if node is not None and request.fits_in(node.total):
-                return self._take(node, request)
+                return self.take(node, request)
             if not soft:
                 if node is None and node_id != self.node_id:
                     raise Infeasible(
@@ -176,14 +176,14 @@ class ClusterView:
                 if best is None or cand[:2] < best[:2]:
                     best = cand
         if best is not None:
-            return best[2] if best[2] is None else self._take(best[2], request)
+            return best[2] if best[2] is None else self.take(best[2], request)
         if local.feasible(request):
             return None
         able = [n for n in self.nodes.values() if request.fits_in(n.total)]
         if not able:
             raise Infeasible(self._infeasible_text(request, local))
         node = min(able, key=lambda n: _utilization(request, n.total, n.available))
-        return self._take(node, request)
+        return self.take(node, request)
 
     def _spread(self, request: ResourceSet, local: NodeResources) -> NodeView | None:
         able: list[NodeView | None] = [None] if local.feasible(request) else []
@@ -196,10 +196,11 @@ class ClusterView:
         pool = now or able
         self._turn += 1
         node = pool[self._turn % len(pool)]
-        return node if node is None else self._take(node, request)
+        return node if node is None else self.take(node, request)
 
     @staticmethod
-    def _take(node: NodeView, request: ResourceSet) -> NodeView:
+    def take(node: NodeView, request: ResourceSet) -> NodeView:
+        """Deduct ``request`` from what ``node`` has free until its next report."""
         units = dict(node.available._units)
         for name, u in request._units.items():
             units[name] = max(0, units.get(name, 0) - u)

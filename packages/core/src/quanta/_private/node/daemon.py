@@ -46,14 +46,15 @@ from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
 from quanta._private.node.cluster_view import ClusterView, Infeasible
 from quanta._private.node.control_store import ControlStore
+from quanta._private.node.group_leases import GroupLeases
 from quanta._private.node.hosted_actors import HostedActors
 from quanta._private.node.membership import Membership
+from quanta._private.node.node_bundles import NodeBundles
 from quanta._private.node.node_links import NodeLinks
 from quanta._private.node.object_store import ObjectStore
 from quanta._private.node.placement_groups import (
-    CREATED,
-    PENDING,
     PlacementGroupManager,
+    group_of,
     pg_of_resource,
 )
 from quanta._private.node.storage import open_storage
@@ -219,7 +220,9 @@ class NodeDaemon:
         self.actors = ActorManager(self)
         self.hosted = HostedActors(self)  # actors placed here by the head's actor manager
         self.head_node_address: str | None = None  # members: the head's node port
-        self.pgs = PlacementGroupManager(self)
+        self.bundles = NodeBundles(self)  # the bundles this node holds
+        self.group_leases = GroupLeases(self)
+        self.pgs = PlacementGroupManager(self)  # the cluster's groups (head or lone node)
         self.control.finish_stale_jobs()  # a head restarted on its storage: drivers are gone
         self.pgs.restore()
         self.job_namespaces: dict[str, str] = {}
@@ -234,6 +237,7 @@ class NodeDaemon:
             m.OBJECT_FREE: self._on_free,
             m.OBJECT_PULL: self._on_pull,
             m.ROUTE: lambda conn, msg: self.links.route(conn, msg[1]),
+            m.REPLY: lambda conn, msg: self.links.on_reply(conn, msg),
         }
 
     def _start_zygote(self) -> socket.socket:
@@ -300,16 +304,21 @@ class NodeDaemon:
         self.membership.register(info)
         alive = self.membership.reporting()
         self.view.update(alive)
+        self.pgs.view_changed()
         return alive
 
     def node_left(self, node_id: str, reason: str) -> None:
-        self.membership.mark_dead(node_id, reason)
-        self.view.update(self.membership.reporting())
+        if self.membership.mark_dead(node_id, reason):
+            self.view.update(self.membership.reporting())
+            self.pgs.node_dead(node_id)
 
     def _sweep_members(self) -> None:
         self.membership.heartbeat(self.node_id, self.resources.available.to_dict())
-        self.membership.sweep()
+        dead = self.membership.sweep()
         self.view.update(self.membership.reporting())
+        for node_id in dead:
+            self.pgs.node_dead(node_id)
+        self.pgs.view_changed()
         self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
 
     def join(self, head_address: str, token: str, timeout: float = 10.0) -> None:
@@ -357,11 +366,12 @@ class NodeDaemon:
         if method in ("export_function", "get_function") and self.head_link is not None:
             self._function_via_head(conn, req, method, args)
             return
-        if method == "wait_placement_group":  # answered when the group is created
-            ready = self.pgs.wait(conn, req, *args)
-            if ready is None:
-                return
-            conn.send((m.REPLY, req, True, ready))
+        if method in ("wait_placement_group", "locate_placement_group"):
+            # answered when the group is created (or removed)
+            wait = self.pgs.wait if method == "wait_placement_group" else self.pgs.locate
+            answer = wait(conn, req, *args)
+            if answer is not None:
+                conn.send((m.REPLY, req, True, answer))
             return
         try:
             result = getattr(self, "rpc_" + method)(conn, *args)
@@ -444,6 +454,9 @@ class NodeDaemon:
         if not self.stopping:
             self.actors.owner_gone(conn)
             self.pgs.owner_gone(conn)
+            self.group_leases.drop_client(conn)
+            if kind == "driver" and self.head_node_address is not None:
+                self.links.notify_node(self.head_node_address, "job_ended", ident)
         # workers leased to a client that went away run orphaned tasks: stop them
         for w in list(self.workers.values()):
             if w.owner is conn:
@@ -527,11 +540,11 @@ class NodeDaemon:
         except (TypeError, ValueError) as e:
             conn.send((m.LEASE_FAIL, req, str(e), [res, strategy]))
             return
-        pg_state = self._pg_state(request)
-        if pg_state is not None and pg_state not in (PENDING, CREATED):
-            conn.send((m.LEASE_FAIL, req, pg_state, [res, strategy]))
+        pg_id = group_of(request)
+        if pg_id is not None:
+            self.group_leases.submit(LeaseRequest(conn, req, request, [res, strategy]), pg_id)
             return
-        if pg_state is None and not spilled and (self.view.nodes or strategy != "DEFAULT"):
+        if not spilled and (self.view.nodes or strategy != "DEFAULT"):
             try:
                 target = self.view.choose(request, strategy, self.resources)
             except Infeasible as e:
@@ -541,19 +554,25 @@ class NodeDaemon:
                 conn.send((m.LEASE_SPILL, req, target.node_id, target.address,
                            [res, strategy]))
                 return
-        elif pg_state != PENDING and not self.resources.feasible(request):
+        elif not self.resources.feasible(request):
             total = self.resources.total
             conn.send((m.LEASE_FAIL, req,
                        f"No node can ever run this task: it requires {request!r} but the "
                        f"largest node in the cluster has {total!r}. Lower the task's resource "
                        "request or add a node that has them.", [res, strategy]))
             return
-        lr = LeaseRequest(conn, req, request, [res, strategy])
+        self.queue_lease(LeaseRequest(conn, req, request, [res, strategy]))
+
+    def queue_lease(self, lr: LeaseRequest) -> None:
+        """Grant ``lr`` here as soon as its resources and a worker are free."""
         self.requests.append(lr)
         self._schedule()
         if not lr.queued and lr in self.requests:
             lr.queued = True
-            conn.send((m.REPLY, req, True, "queued"))
+            try:
+                lr.conn.send((m.REPLY, lr.req, True, "queued"))
+            except ConnectionClosed:
+                pass
 
     def _flush_storage(self) -> None:
         """Write the control store's pending changes; on failure (locked or full disk) keep
@@ -566,33 +585,19 @@ class NodeDaemon:
             if not self.stopping:
                 self.reactor.call_later(1.0, self._flush_storage)
 
-    def _pg_state(self, request: ResourceSet) -> str | None:
-        """None for a plain request; else the state of the placement group it draws on, or
-        why it cannot be used."""
-        for name in request:
-            pg_id = pg_of_resource(name)
-            if pg_id is not None:
-                state = self.pgs.state_of(pg_id)
-                if state in (PENDING, CREATED):
-                    return state
-                return (f"The placement group {pg_id} was removed (or never existed here), "
-                        "so nothing can be scheduled in it.")
-        return None
-
-    def fail_requests_of_pg(self, pg_id: str) -> None:
-        """A placement group was removed: fail the lease requests and actors waiting for it."""
+    def fail_requests_of_pg(self, pg_id: str, why: str) -> None:
+        """This node released a placement group: fail the lease requests queued for it."""
         keep = collections.deque()
         for lr in self.requests:
             if any(pg_of_resource(n) == pg_id for n in lr.resources):
                 try:
-                    lr.conn.send((m.LEASE_FAIL, lr.req, f"The placement group {pg_id} was "
-                                  "removed before this task could run in it.", lr.key_list))
+                    lr.conn.send((m.LEASE_FAIL, lr.req, why, lr.key_list))
                 except ConnectionClosed:
                     pass
             else:
                 keep.append(lr)
         self.requests = keep
-        self.actors.fail_pending_in_pg(pg_id)
+        self.group_leases.forget(pg_id)
 
     def _schedule(self) -> None:
         if self.pgs.pending:
@@ -962,6 +967,27 @@ class NodeDaemon:
 
     def rpc_placement_group_table(self, conn: Connection, pg_id: str | None) -> dict:
         return self.pgs.table(pg_id)
+
+    # the node's side of the two-phase reserve (node_bundles.py), asked by the head
+    def rpc_prepare_bundles(self, conn: Connection, pg_id: str, attempt: int,
+                            bundles: list) -> bool:
+        return self.bundles.prepare(pg_id, attempt, bundles)
+
+    def notify_commit_bundles(self, conn: Connection, pg_id: str, attempt: int) -> None:
+        self.bundles.commit(pg_id, attempt)
+        self._schedule()
+
+    def notify_cancel_bundles(self, conn: Connection, pg_id: str, attempt: int) -> None:
+        self.bundles.cancel(pg_id, attempt)
+        self._schedule()
+
+    def notify_release_bundles(self, conn: Connection, pg_id: str, why: str) -> None:
+        self.bundles.release(pg_id, why)
+        self._schedule()
+
+    def notify_job_ended(self, conn: Connection, job_id: str) -> None:
+        """A member's driver exited (head): its job's placement groups go."""
+        self.pgs.job_ended(job_id)
 
     def rpc_shutdown(self, conn: Connection) -> None:
         self.reactor.call_later(0, self.shutdown)

@@ -81,6 +81,12 @@ class HeadLink:
             if head:
                 self.daemon.head_node_address = head[0]
             self.daemon.reactor.call_soon_threadsafe(lambda n=nodes: self.daemon.view.update(n))
+            if self.registered:  # the head restarted, or took this node for dead: it
+                # places its groups' bundles again, so the ones held here are stale
+                self.daemon.reactor.call_soon_threadsafe(
+                    lambda: self.daemon.bundles.release_all(
+                        "The placement group's bundle on this node was given up when the node "
+                        "joined the head again; the head places it anew."))
             self.registered = True
             self.settled.set()
             return True

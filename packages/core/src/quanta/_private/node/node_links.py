@@ -6,7 +6,9 @@
   socket ``<session>/sockets/<id>.fds`` (``SCM_RIGHTS``, one channel per process, opened on
   first use) and answers the connecting side one byte. The daemon then forgets the socket.
 * **Other nodes' daemons.** One call-plane connection per node address, opened on first use,
-  for one-way notifications (freeing objects).
+  for one-way notifications (freeing objects, hosting actors) and calls whose answer comes
+  back as a callback (reserving placement group bundles, locating them). A call to a node
+  whose connection closes is answered ``(False, ConnectionClosed)``.
 * **Copies of objects.** A node whose store made an object remembers which nodes pulled a copy
   of it (:meth:`NodeLinks.copied`), so that when the object is freed every copy goes too
   (:meth:`NodeLinks.free_copies`).
@@ -16,9 +18,11 @@ Reactor thread only.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from quanta._private import messages as m
@@ -33,6 +37,8 @@ class NodeLinks:
         self._channels: dict[str, socket.socket] = {}
         self._nodes: dict[str, Connection] = {}
         self._copies: dict[str, set[str]] = {}
+        self._calls: dict[int, tuple[str, Callable[[bool, Any], None]]] = {}
+        self._req = itertools.count(1)
 
     # -- routing --------------------------------------------------------------------------
     def route(self, conn: Connection, target: Any) -> None:
@@ -74,9 +80,7 @@ class NodeLinks:
             channel.close()
 
     # -- other nodes ------------------------------------------------------------------------
-    def notify_node(self, address: str, method: str, *args: Any) -> bool:
-        """Send a one-way call to the daemon at ``address``. Returns False when that daemon
-        cannot be reached (a node that is gone)."""
+    def _send(self, address: str, msg: tuple) -> bool:
         conn = self._nodes.get(address)
         if conn is None or conn.closed:
             try:
@@ -86,16 +90,42 @@ class NodeLinks:
             self._nodes[address] = conn
             conn.on_close.append(lambda c, a=address: self._node_lost(a))
         try:
-            conn.send((m.NOTIFY, method, args))
+            conn.send(msg)
         except ConnectionClosed:
             self._nodes.pop(address, None)
             return False
         return True
 
+    def notify_node(self, address: str, method: str, *args: Any) -> bool:
+        """Send a one-way call to the daemon at ``address``. Returns False when that daemon
+        cannot be reached (a node that is gone)."""
+        return self._send(address, (m.NOTIFY, method, args))
+
+    def call_node(self, address: str, method: str, args: tuple,
+                  then: Callable[[bool, Any], None]) -> bool:
+        """Call ``method`` on the daemon at ``address``; ``then(ok, result)`` runs on the
+        reactor with its answer. Returns False (``then`` is never run) when that daemon
+        cannot be reached."""
+        req = next(self._req)
+        self._calls[req] = (address, then)
+        if not self._send(address, (m.CALL, req, method, args)):
+            del self._calls[req]
+            return False
+        return True
+
+    def on_reply(self, conn: Connection, msg: tuple) -> None:
+        call = self._calls.pop(msg[1], None)
+        if call is not None:
+            call[1](msg[2], msg[3])
+
     def _node_lost(self, address: str) -> None:
         """The connection to another node's daemon closed: it died (or is dying: a new
         connection might still be accepted by its closing socket), so no more work goes there
-        until the head reports it again."""
+        until the head reports it again, and calls waiting for its answers fail."""
+        failed = [req for req, (a, _) in self._calls.items() if a == address]
+        for req in failed:
+            _, then = self._calls.pop(req)
+            then(False, ConnectionClosed(f"the node daemon at {address} went away"))
         for node in list(self.daemon.view.nodes.values()):
             if node.address == address:
                 self.daemon.view.mark_unreachable(node.node_id)
