@@ -19,7 +19,7 @@ from typing import Any
 
 from quanta._private import cluster_token
 
-_NODE_ARGS = ("num_cpus", "num_gpus", "resources", "memory", "object_store_memory")
+_NODE_ARGS = ("num_cpus", "num_gpus", "resources", "memory", "object_store_memory", "storage")
 
 
 class ClusterNode:
@@ -58,6 +58,7 @@ class Cluster:
         self.token = cluster_token.generate()
         self.control_address: str | None = None
         self._connected = False
+        self._head_args: dict[str, Any] = {}
         if shutdown_at_exit:
             atexit.register(self.shutdown)
         if initialize_head:
@@ -77,7 +78,8 @@ class Cluster:
     def add_node(self, wait: bool = True, **node_args: Any) -> ClusterNode:
         """Start a node daemon: the head if there is none yet, else a member that joins it.
         ``node_args``: ``num_cpus`` (default 1), ``num_gpus``, ``resources``, ``memory``,
-        ``object_store_memory``."""
+        ``object_store_memory``; for the head also ``storage``, the control store's SQLite
+        file (default: in its session directory, gone when it stops)."""
         from quanta._private import resource_detect
         from quanta._private.node_launcher import start_head_node
 
@@ -94,16 +96,36 @@ class Cluster:
                       resources=dict(node_args.get("resources") or {}), node_ip="127.0.0.1",
                       token=self.token)
         if self.head_node is None:
-            proc, info, _ = start_head_node(control_port=0, **common)
+            port = int(self.control_address.rpartition(":")[2]) if self.control_address else 0
+            proc, info, _ = start_head_node(control_port=port, storage=node_args.get("storage"),
+                                            **common)
             node = self.head_node = ClusterNode(proc, info, True)
+            self._head_args = dict(node_args)
             self.control_address = info["ControlAddress"]
         else:
+            if "storage" in node_args:
+                raise TypeError("add_node(storage=...) is for the head only")
             proc, info, _ = start_head_node(head_address=self.address, **common)
             node = ClusterNode(proc, info, False)
             self.worker_nodes.append(node)
         if wait:
             self.wait_for_nodes()
         return node
+
+    def restart_head(self, allow_graceful: bool = True) -> ClusterNode:
+        """Stop the head node and start it again with the same arguments, control port and
+        token (a Quanta addition, for testing what survives a head restart: pass the head a
+        ``storage`` file to keep its control state). Members keep running and join the new
+        head; this process's driver, connected to the old head, is disconnected first."""
+        if self.head_node is None:
+            raise RuntimeError("the cluster has no head node: add_node() first")
+        if self._connected:
+            import quanta
+
+            quanta.shutdown()
+            self._connected = False
+        self.remove_node(self.head_node, allow_graceful=allow_graceful)
+        return self.add_node(**self._head_args)
 
     def list_all_nodes(self) -> list[ClusterNode]:
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)

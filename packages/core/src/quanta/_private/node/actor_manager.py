@@ -22,7 +22,11 @@ last handle going away, or a constructor that raised make it ``DEAD`` with a rea
 callers put in their ``ActorDiedError``. Resources go back to the node when the worker dies.
 
 Records (without connections) are written to the control store's storage on every change,
-so named and detached actors are visible in the SQLite file.
+so named and detached actors are visible in the SQLite file. A head restarted on that storage
+brings back the detached actors that were alive, each waiting for the node it ran on to join
+again and report it (``adopt``); an actor whose node does not come back (the old head's own
+node never does) dies with that reason. An adopted actor keeps its process and address, but
+its creation spec went with the old head, so it is not restarted if its process dies later.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class ActorRecord:
         "actor_id", "name", "namespace", "detached", "owner_conn", "owner_address", "job_id",
         "class_name", "meta", "handle_owner", "creation", "hold", "schedule", "max_restarts",
         "num_restarts", "state", "worker", "address", "reason", "subscribers", "pid",
-        "no_restart", "kill_reason", "strategy", "host",
+        "no_restart", "kill_reason", "strategy", "host", "node_id", "awaiting",
     )
 
     def __init__(self, info: dict[str, Any], owner_conn: Connection) -> None:
@@ -83,6 +87,8 @@ class ActorRecord:
         self.kill_reason = ""  # set by kill(no_restart=False): why the process went
         self.strategy: str = info.get("strategy") or "DEFAULT"
         self.host: str | None = None  # the node address of the node hosting it, if not here
+        self.node_id = ""  # the node it runs on
+        self.awaiting: str | None = None  # restored by a restarted head: its node's id
 
     def public(self) -> dict[str, Any]:
         """What ``get_actor`` and ``list_actors`` see."""
@@ -92,7 +98,7 @@ class ActorRecord:
             "job_id": self.job_id, "class_name": self.class_name, "meta": self.meta,
             "handle_owner": self.handle_owner, "state": self.state, "address": self.address,
             "num_restarts": self.num_restarts, "max_restarts": self.max_restarts,
-            "reason": self.reason, "pid": self.pid,
+            "reason": self.reason, "pid": self.pid, "node_id": self.node_id,
         }
 
 
@@ -103,6 +109,56 @@ class ActorManager:
         self.named: dict[tuple[str, str], str] = {}  # (namespace, name) -> actor_id
         self.pending: list[ActorRecord] = []  # waiting for resources or a worker
         self.early: dict[str, dict[str, Any]] = {}  # creations that came before registration
+
+    # --- a restarted head ----------------------------------------------------------------
+    def restore(self) -> None:
+        """Bring back the actors of an earlier run on the same storage (see the module doc):
+        detached live ones wait for their node; the others' owners are gone, so they are
+        recorded dead."""
+        storage = self.d.control.storage
+        for _, raw in list(storage.items(ACTORS)):
+            old = pickle.loads(raw)
+            if old.get("state") == DEAD:
+                continue
+            if not old.get("detached") or old.get("state") != ALIVE or not old.get("node_id"):
+                old.update(state=DEAD, address="", reason=(
+                    "The actor died because the head restarted while it was "
+                    + ("not placed yet." if old.get("detached") else
+                       "owned by a process of the old head's run (it was not detached).")))
+                storage.put(ACTORS, old["actor_id"].encode(), pickle.dumps(old))
+                continue
+            rec = ActorRecord(dict(old, resources=None), None)
+            rec.state = ALIVE
+            rec.address = old.get("address", "")
+            rec.pid = old.get("pid", 0)
+            rec.num_restarts = old.get("num_restarts", 0)
+            rec.max_restarts = 0  # its creation spec is gone: it cannot run again
+            rec.node_id = rec.awaiting = old["node_id"]
+            self.actors[rec.actor_id] = rec
+            if rec.name:
+                self.named[(rec.namespace, rec.name)] = rec.actor_id
+
+    def adopt(self, node_id: str, node_address: str, running: list[tuple]) -> None:
+        """A node that joined this head again runs these actors (``(actor_id, incarnation,
+        address, pid)``): the restored ones continue there, the others are killed."""
+        for actor_id, incarnation, address, pid in running:
+            rec = self.actors.get(actor_id)
+            if rec is not None and rec.state != DEAD and rec.awaiting == node_id:
+                rec.awaiting = None
+                rec.host = node_address
+                rec.address = address
+                rec.pid = pid
+                rec.num_restarts = incarnation
+                self._changed(rec)
+            elif rec is None or rec.state == DEAD or rec.host != node_address:
+                self.d.links.notify_node(node_address, "kill_hosted_actor", actor_id)
+
+    def node_dead(self, node_id: str) -> None:
+        """The membership gave up on ``node_id``: restored actors waiting for it die."""
+        for rec in [r for r in self.actors.values() if r.awaiting == node_id]:
+            rec.awaiting = None
+            self._dead(rec, f"The actor died because its node {node_id} did not join the "
+                       "cluster again after the head restarted.")
 
     # --- registration -------------------------------------------------------------------
     def register(self, conn: Connection, info: dict[str, Any]) -> dict[str, Any] | None:
@@ -200,6 +256,7 @@ class ActorManager:
         if self.d.links.notify_node(node.address, "host_actor", rec.actor_id, creation,
                                     rec.hold.to_dict(), rec.schedule.to_dict()):
             rec.host = node.address
+            rec.node_id = node.node_id
             return True
         return False
 
@@ -249,6 +306,7 @@ class ActorManager:
                 continue
             rec.worker = w
             rec.pid = w.pid
+            rec.node_id = d.node_id
             d.send_actor_create(w, dict(rec.creation, incarnation=rec.num_restarts))
         self.pending = still
         return need_workers

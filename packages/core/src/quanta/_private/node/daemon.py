@@ -68,6 +68,7 @@ from quanta._private.transport import (
 )
 
 IDLE_WORKER_TIMEOUT_S = 10.0
+HEAD_TABLE = "head"  # the head's own settings in the control store (its node port)
 SWEEP_PERIOD_S = 0.25  # how often the head looks for nodes that stopped reporting
 _PR_SET_PDEATHSIG = 1
 
@@ -208,7 +209,7 @@ class NodeDaemon:
         self.cluster_id = self.node_id
         self.tcp_address: str | None = None
         if args.tcp_port is not None:  # before the membership records this node's addresses
-            self.listen_tcp(args.tcp_port)
+            self._listen_node_port()
         self.membership = Membership(self.control)
         self.membership.register(self.member_record())
         self.view = ClusterView(self.node_id)
@@ -225,6 +226,7 @@ class NodeDaemon:
         self.pgs = PlacementGroupManager(self)  # the cluster's groups (head or lone node)
         self.control.finish_stale_jobs()  # a head restarted on its storage: drivers are gone
         self.pgs.restore()
+        self.actors.restore()
         self.job_namespaces: dict[str, str] = {}
         self._handlers = {
             m.CALL: self._on_call,
@@ -310,14 +312,20 @@ class NodeDaemon:
     def node_left(self, node_id: str, reason: str) -> None:
         if self.membership.mark_dead(node_id, reason):
             self.view.update(self.membership.reporting())
-            self.pgs.node_dead(node_id)
+            self._node_dead(node_id)
+
+    def _node_dead(self, node_id: str) -> None:
+        """The membership marked ``node_id`` dead (head): its bundles are placed again and
+        restored actors waiting for it die."""
+        self.pgs.node_dead(node_id)
+        self.actors.node_dead(node_id)
 
     def _sweep_members(self) -> None:
         self.membership.heartbeat(self.node_id, self.resources.available.to_dict())
         dead = self.membership.sweep()
         self.view.update(self.membership.reporting())
         for node_id in dead:
-            self.pgs.node_dead(node_id)
+            self._node_dead(node_id)
         self.pgs.view_changed()
         self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
 
@@ -918,6 +926,11 @@ class NodeDaemon:
             conn.on_close.append(self.hosted.home_gone)
         self.hosted.host(conn, actor_id, creation, hold, schedule)
 
+    def notify_hosted_actors(self, conn: Connection, node_id: str, node_address: str,
+                             running: list) -> None:
+        """A node that joined again reports the actors it runs (head)."""
+        self.actors.adopt(node_id, node_address, running)
+
     def notify_kill_hosted_actor(self, conn: Connection, actor_id: str) -> None:
         self.hosted.kill(actor_id)
 
@@ -1022,6 +1035,25 @@ class NodeDaemon:
         os._exit(exit_code)
 
     # --- nodes started from the shell (``quanta start --head``) ---------------------------
+    def _listen_node_port(self) -> None:
+        """Listen on the node's TCP port. A head restarted on its storage with no port given
+        takes the one it had, so that the addresses the surviving nodes and their processes
+        hold for it (actors are managed there) stay right."""
+        port = self.args.tcp_port
+        if port == 0 and getattr(self.args, "tcp_port_auto", False) and self.args.control_port \
+                is not None:
+            saved = self.control.storage.get(HEAD_TABLE, b"node_port")
+            if saved:
+                try:
+                    self.listen_tcp(int(saved))
+                    return
+                except OSError:
+                    pass  # taken meanwhile: a new one
+        self.listen_tcp(port)
+        if self.args.control_port is not None:
+            bound = self.tcp_address.rpartition(":")[2]
+            self.control.storage.put(HEAD_TABLE, b"node_port", bound.encode())
+
     def listen_tcp(self, port: int) -> str:
         """Also accept clients on ``tcp://<node ip>:<port>`` (port 0 picks a free one).
 
@@ -1147,6 +1179,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.tcp_port is None and (args.control_port is not None or args.head_address):
         args.tcp_port = 0  # a node of a cluster: other nodes reach it over TCP
+        args.tcp_port_auto = True
     # The cluster token (head: generated when absent; member: required) comes by environment.
     args.token = os.environ.pop("QUANTA_CLUSTER_TOKEN", None)
     if args.num_prestart is None:

@@ -82,15 +82,19 @@ class HeadLink:
                 self.daemon.head_node_address = head[0]
             self.daemon.reactor.call_soon_threadsafe(lambda n=nodes: self.daemon.view.update(n))
             if self.registered:  # the head restarted, or took this node for dead: it
-                # places its groups' bundles again, so the ones held here are stale
-                self.daemon.reactor.call_soon_threadsafe(
-                    lambda: self.daemon.bundles.release_all(
-                        "The placement group's bundle on this node was given up when the node "
-                        "joined the head again; the head places it anew."))
+                # places its groups' bundles again, so the ones held here are stale; it
+                # adopts the actors running here that it still knows, or kills them
+                self.daemon.reactor.call_soon_threadsafe(self._registered_again)
             self.registered = True
             self.settled.set()
             return True
         return False
+
+    def _registered_again(self) -> None:
+        d = self.daemon
+        d.bundles.release_all("The placement group's bundle on this node was given up when "
+                              "the node joined the head again; the head places it anew.")
+        d.hosted.report()
 
     def _run(self) -> None:
         if not self._register():

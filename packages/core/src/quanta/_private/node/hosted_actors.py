@@ -6,7 +6,12 @@ with the creation spec and the resources the actor holds; the daemon here waits 
 and a worker is idle, dedicates the worker to the actor and sends it ``ACTOR_CREATE``, as for
 a local actor. The worker reports ``actor_ready`` to the head itself (with its address); this
 node reports the worker's death (``hosted_actor_died``) and kills it when the head asks
-(``kill_hosted_actor``). Reactor thread only.
+(``kill_hosted_actor``).
+
+Hosted actors outlive the head's connection: when the head restarts (on its storage) this node
+registers again and reports the actors it runs (``hosted_actors``); the head adopts the ones
+its restored table still knows (named detached actors) and has the others killed. Reactor
+thread only.
 """
 
 from __future__ import annotations
@@ -73,12 +78,30 @@ class HostedActors:
         if rec is None or rec.worker is not w:
             return False
         del self.actors[rec.actor_id]
+        self._tell_head(rec, "hosted_actor_died", rec.actor_id,
+                        rec.creation.get("incarnation", 0))
+        return True
+
+    def _tell_head(self, rec: HostedActor, method: str, *args: object) -> None:
+        """Notify the managing daemon: over the link to the head (which follows a restarted
+        head), or the connection the actor came on when there is none."""
+        head = self.d.head_node_address
+        if head is not None and self.d.links.notify_node(head, method, *args):
+            return
         try:
-            rec.home.send((m.NOTIFY, "hosted_actor_died",
-                           (rec.actor_id, rec.creation.get("incarnation", 0))))
+            rec.home.send((m.NOTIFY, method, args))
         except ConnectionClosed:
             pass
-        return True
+
+    def report(self) -> None:
+        """Tell the head (registered again) which actors run here."""
+        d = self.d
+        running = [(r.actor_id, r.creation.get("incarnation", 0), r.worker.address,
+                    r.worker.pid) for r in self.actors.values()
+                   if r.worker is not None and r.worker.address]
+        if running and d.head_node_address is not None:
+            d.links.notify_node(d.head_node_address, "hosted_actors", d.node_id,
+                                d.tcp_address, running)
 
     def kill(self, actor_id: str) -> None:
         rec = self.actors.pop(actor_id, None)
@@ -90,6 +113,8 @@ class HostedActors:
             self.d._kill_worker(rec.worker)
 
     def home_gone(self, conn: Connection) -> None:
-        """The managing daemon went away: its actors here go too."""
-        for rec in [r for r in self.actors.values() if r.home is conn]:
+        """The managing daemon's connection closed: its actors keep running (a head that
+        restarts adopts or kills them when this node reports them); ones still waiting for
+        a worker are dropped, their creation is the head's to retry."""
+        for rec in [r for r in self.pending if r.home is conn]:
             self.kill(rec.actor_id)
