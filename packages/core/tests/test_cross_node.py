@@ -144,15 +144,39 @@ def test_a_task_on_a_node_that_dies_is_retried_on_another(nodes, helpers, tmp_pa
 def test_an_object_whose_only_copy_was_on_a_dead_node_is_lost_with_the_reason(nodes):
     c, a, _ = nodes
 
-    @quanta.remote(resources={"special": 1})
+    @quanta.remote(resources={"special": 1}, max_retries=0)
     def make():
         return np.zeros(500_000)
 
     ref = make.remote()
     quanta.wait([ref], fetch_local=False)
     c.remove_node(a, allow_graceful=False)
-    with pytest.raises(qexc.ObjectLostError, match="node"):
+    with pytest.raises(qexc.ObjectLostError, match="node"):  # max_retries=0: no lineage
         quanta.get(ref, timeout=30)
+    put_ref = quanta.put(np.ones(10))  # a put object lives with its owner: never lost here
+    assert quanta.get(put_ref).sum() == 10
+
+
+def test_an_object_lost_with_its_node_is_rebuilt_from_its_lineage(nodes, tmp_path):
+    c, a, b = nodes
+    runs = tmp_path / "runs"
+
+    @quanta.remote(max_retries=2)
+    def make(scale, log):
+        with open(log, "a") as f:
+            f.write(quanta.get_runtime_context().get_node_id() + "\n")
+        return np.arange(500_000) * scale
+
+    arg = quanta.put(3)  # a ref argument: kept alive by the lineage to run the task again
+    ref = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(a.node_id, soft=True)
+                       ).remote(arg, str(runs))
+    del arg
+    quanta.wait([ref], fetch_local=False)
+    c.remove_node(a, allow_graceful=False)
+    got = quanta.get(ref, timeout=60)
+    assert got[-1] == 499_999 * 3
+    first, again = runs.read_text().split()
+    assert first == a.node_id and again != a.node_id
 
 
 @quanta.remote
@@ -198,3 +222,28 @@ def test_an_actor_on_a_node_that_dies_restarts_on_another(nodes, helpers):
     c.remove_node(a, allow_graceful=False)
     with pytest.raises(qexc.ActorDiedError, match="cannot be scheduled"):
         quanta.get(only_a.node.remote(), timeout=30)
+
+
+def test_rebuilding_a_lost_object_counts_against_max_retries(make_cluster, tmp_path):
+    c, members = make_cluster({"num_cpus": 0}, {"num_cpus": 1}, {"num_cpus": 1})
+    c.connect()
+    by_id = {n.node_id: n for n in members}
+    log = tmp_path / "runs"
+
+    @quanta.remote(num_cpus=1, max_retries=1, num_returns=2)
+    def make():
+        with open(log, "a") as f:
+            f.write(quanta.get_runtime_context().get_node_id() + "\n")
+        return np.ones(500_000), np.zeros(500_000)
+
+    first, second = make.remote()
+    quanta.wait([first, second], num_returns=2, fetch_local=False)
+    c.remove_node(by_id[log.read_text().split()[-1]], allow_graceful=False)
+    # rebuilt on the other member: both returns made again, the first one pulled here
+    assert quanta.get(first, timeout=60).sum() == 500_000
+    runs = log.read_text().split()
+    assert len(runs) == 2 and runs[0] != runs[1]
+    c.remove_node(by_id[runs[1]], allow_graceful=False)
+    with pytest.raises(qexc.ObjectReconstructionFailedMaxAttemptsExceededError,
+                       match="no retries left"):
+        quanta.get(second, timeout=60)

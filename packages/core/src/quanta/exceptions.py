@@ -125,6 +125,14 @@ class ObjectLostError(RayError):
         return (type(self), (self.object_ref_hex, str(self)))
 
 
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and rebuilding it from its lineage failed."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """The object was lost and the task that made it has no retries left to run again."""
+
+
 class OwnerDiedError(ObjectLostError):
     """The process that owned the object died, so the object is gone."""
 

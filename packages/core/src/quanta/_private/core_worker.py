@@ -82,6 +82,7 @@ class ObjectEntry:
     gen_hold = False  # a generator item not yet taken by its consumer
     mapped: Any = None  # the ObjectView of a shared-memory value, shared by every get
     exposed = False  # its value was mapped or handed out: its file is never recycled
+    lineage: TaskSpec | None = None  # owned task return in shared memory: the task, to rerun
 
     def __init__(self, owned: bool, owner: str) -> None:
         self.owned = owned
@@ -114,6 +115,7 @@ class TaskSpec:
         "method",
         "group",
         "incarnation",  # actor calls: the incarnation it was sent to, None while queued
+        "lineage_pins",  # a finished task kept to rebuild its returns: the refs it pinned
     )
 
     def wire(self, gpu_ids: list[int], resolved: list, job_id: str) -> tuple:
@@ -876,9 +878,48 @@ class CoreWorker(ActorCallsMixin):
         objects = self.objects
         for ref in refs:
             entry = objects[ref._id]
-            out.append(self.decode_value(ref._id, entry.value,
-                                         None if entry.owned else entry.owner))
+            try:
+                out.append(self.decode_value(ref._id, entry.value,
+                                             None if entry.owned else entry.owner))
+            except exc.ObjectLostError as e:
+                if entry.lineage is None or type(e) is not exc.ObjectLostError:
+                    raise
+                self._reconstruct(ref._id, e)
+                return self.get(refs, timeout)
         return out
+
+    def _reconstruct(self, oid: bytes, lost: exc.ObjectLostError) -> None:
+        """Run again the task that made the owned object ``oid``, whose every copy is gone
+        (``lost`` says how); its returns are set anew when it finishes. Raises
+        ObjectReconstructionFailedError when it cannot run again."""
+        with self.lock:
+            entry = self.objects[oid]
+            spec = entry.lineage
+            if spec.task_id in self.tasks:
+                return  # already running again (another get found the loss first)
+            hexid = oid.hex()
+            if spec.retries_left == 0:
+                raise exc.ObjectReconstructionFailedMaxAttemptsExceededError(
+                    hexid, f"{lost} It cannot be rebuilt: the task {spec.fn_name} that made "
+                    "it has no retries left (max_retries) to run again.")
+            gone = [r._id.hex() for r in spec.arg_refs if r._id not in self.objects]
+            if gone:
+                raise exc.ObjectReconstructionFailedError(
+                    hexid, f"{lost} It cannot be rebuilt: the arguments {gone} of the task "
+                    f"{spec.fn_name} that made it were freed.")
+            if spec.retries_left > 0:
+                spec.retries_left -= 1
+            spec.attempt += 1
+            for i in range(1, spec.num_returns + 1):
+                ret = self.objects.get(spec.task_id + i.to_bytes(4, "big"))
+                if ret is not None:
+                    ret.value = None
+                    ret.mapped = None
+            self.tasks[spec.task_id] = spec
+            spec.lease = None
+            spec.pins = spec.lineage_pins
+            if self._pin_and_await_args(spec, lambda: self._dep_ready(spec)) == 0:
+                self._dispatch_task(spec)
 
     def wait(self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
@@ -1420,6 +1461,7 @@ class CoreWorker(ActorCallsMixin):
                 gs.done = True
                 self._wake_gen(gs)
         else:
+            rebuildable = spec.actor is None and spec.retries_left != 0
             for i, value in enumerate(values, 1):
                 oid = spec.task_id + i.to_bytes(4, "big")
                 entry = self.objects.get(oid)
@@ -1429,6 +1471,11 @@ class CoreWorker(ActorCallsMixin):
                     continue
                 if contained and contained[i - 1]:
                     entry.producer = producer
+                if rebuildable and value[0] == m.VALUE_SHM and value[2] != self.node_id:
+                    # made on another node, which may die: keep the task to run it again
+                    # (with the refs it holds, so its arguments stay too)
+                    entry.lineage = spec
+                    spec.lineage_pins = spec.pins
                 self._set_value(oid, entry, value)
         self._unpin(spec)
 
