@@ -4,11 +4,14 @@ committed protocol code, the token), membership (register, heartbeats, death) an
 from __future__ import annotations
 
 import filecmp
+import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import test_cli
@@ -163,6 +166,64 @@ def test_nodes_join_report_and_die(shell, helpers):
     for rec in (head, m1, m2):
         assert helpers.wait_until(lambda rec=rec: not helpers.pid_alive(rec["pid"]), 10)
     assert shell.members() == [] and shell.record() is None
+
+
+_ON_A_MEMBER_MACHINE = r"""
+import json
+import quanta
+from quanta.util.placement_group import placement_group, placement_group_table
+from quanta.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+quanta.init(address=__import__("sys").argv[1], namespace="far")
+me = quanta.get_runtime_context().get_node_id()
+
+@quanta.remote(num_cpus=0)
+def seen():
+    ctx = quanta.get_runtime_context()
+    return ctx.namespace, ctx.get_node_id()
+
+head = next(n["NodeID"] for n in quanta.nodes() if n["NodeID"] != me)
+on_head = seen.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, False))
+pg = placement_group([{"CPU": 1}], lifetime=None)
+quanta.get(pg.ready(), timeout=30)
+print(json.dumps({"node": me, "seen": quanta.get(on_head.remote(), timeout=30),
+                  "pg": placement_group_table(pg)["state"]}))
+"""
+
+
+def test_a_driver_on_a_machine_with_only_a_member_node(shell, helpers):
+    head = shell.start("--num-cpus", "1")
+    with open(os.path.join(head["session_dir"], "cluster_token")) as f:
+        token = f.read().strip()
+    # "another machine": a TMPDIR of its own, so no record of the head there
+    far = tempfile.mkdtemp(prefix="qfar-", dir="/tmp")
+    far_env = dict(shell.env, TMPDIR=far)
+    try:
+        res = subprocess.run([sys.executable, "-m", "quanta.cli", "start", "--address",
+                              head["control_address"], "--num-cpus", "1", "--token", token],
+                             env=far_env, capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        assert res.returncode == 0, res.stdout + res.stderr
+        for address in ("auto", head["control_address"]):
+            run = subprocess.run([sys.executable, "-c", _ON_A_MEMBER_MACHINE, address],
+                                 env=far_env, cwd=far, capture_output=True, text=True,
+                                 timeout=60, stdin=subprocess.DEVNULL)
+            assert run.returncode == 0, run.stdout + run.stderr
+            out = json.loads(run.stdout.strip().splitlines()[-1])
+            assert out["node"] != head["node_id"]  # the driver runs on the member
+            assert out["seen"] == ["far", head["node_id"]]  # its namespace, known cluster-wide
+            assert out["pg"] == "CREATED"
+        # the head lists the member's jobs, finished, and removed their groups
+        def settled() -> bool:
+            status = json.loads(shell.quanta("status", "--json").stdout)
+            return (len(status["jobs"]) == 2 and all(j["is_dead"] for j in status["jobs"])
+                    and status["created_placement_groups"] == 0)
+
+        assert helpers.wait_until(settled, 10)
+    finally:
+        subprocess.run([sys.executable, "-m", "quanta.cli", "stop"], env=far_env,
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        shutil.rmtree(far, ignore_errors=True)
+    assert shell.quanta("stop").returncode == 0
 
 
 def test_a_wrong_token_is_refused(shell):

@@ -242,6 +242,9 @@ def resolve_address(address: str) -> dict[str, Any]:
         path = record_path()
         rec = read_record()
         if rec is None:
+            member = _local_member()
+            if member is not None:  # this machine runs a member node of a cluster: its driver
+                return member
             raise ConnectionError(
                 f"init(address='auto'): no running Quanta cluster found: {path} does not "
                 "exist (or is unreadable). Start one with `quanta start --head`, or call "
@@ -274,9 +277,11 @@ def resolve_address(address: str) -> dict[str, Any]:
     try:
         with ControlClient(f"{host}:{port}", local_token(), timeout=5.0) as client:
             head = client.cluster_info().head
-    except TokenRejected as e:
-        raise ConnectionError(f"init(address={address!r}): {e}") from None
-    except ConnectionError as e:
+    except (TokenRejected, ConnectionError) as e:
+        # a machine with a member node of that cluster (and no token of its own): its node
+        member = _local_member(f"{host}:{port}")
+        if member is not None:
+            return member
         raise ConnectionError(f"init(address={address!r}): {e}") from None
     local = head.daemon_address
     if local.startswith("unix://") and os.path.isdir(head.session_dir):
@@ -286,10 +291,26 @@ def resolve_address(address: str) -> dict[str, Any]:
                     return n
         except OSError:
             pass
+    member = _local_member(f"{host}:{port}")
+    if member is not None:
+        return member
     raise ConnectionError(
         f"init(address={address!r}): the Quanta head at {host}:{port} runs on another "
-        "machine; connecting a driver to a remote cluster is not supported yet. Run the "
-        "driver on the head's machine with init(address='auto').")
+        "machine and no node of its cluster runs on this one. A driver runs on a node of the "
+        f"cluster: start one here with `quanta start --address {host}:{port}`, then call "
+        "init() again.")
+
+
+def _local_member(head_address: str | None = None) -> dict[str, Any] | None:
+    """The node info of a running member node started on this machine (``quanta start
+    --address``), of the cluster whose head is at ``head_address`` when given."""
+    for rec in read_members():
+        if head_address is not None and rec.get("head_address") != head_address:
+            continue
+        node = probe(rec)
+        if node is not None:
+            return node
+    return None
 
 
 def local_token() -> str | None:

@@ -406,10 +406,17 @@ class NodeDaemon:
         conn.on_close.append(self._on_client_closed)
         if primary:
             self.owner_conn = conn
-        self.control.add_job(job_id, {"job_id": job_id, "driver_pid": pid,
-                                      "namespace": namespace})
-        self.job_namespaces[job_id] = namespace
+        info = {"job_id": job_id, "driver_pid": pid, "namespace": namespace,
+                "node_id": self.node_id}
+        self.notify_job_started(conn, job_id, info)
+        if self.head_node_address is not None:  # the head keeps the cluster's jobs
+            self.links.notify_node(self.head_node_address, "job_started", job_id, info)
         return self.node_info()
+
+    def notify_job_started(self, conn: Connection, job_id: str, info: dict[str, Any]) -> None:
+        """A driver started here, or on a member (head): record its job and namespace."""
+        self.control.add_job(job_id, info)
+        self.job_namespaces[job_id] = info.get("namespace", "")
 
     def rpc_job_namespace(self, conn: Connection, job_id: str) -> str:
         return self.job_namespaces.get(job_id, "")
@@ -999,7 +1006,12 @@ class NodeDaemon:
         self._schedule()
 
     def notify_job_ended(self, conn: Connection, job_id: str) -> None:
-        """A member's driver exited (head): its job's placement groups go."""
+        """A member's driver exited (head): its job is finished and its placement groups
+        go."""
+        try:
+            self.control.finish_job(job_id)
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            pass
         self.pgs.job_ended(job_id)
 
     def rpc_shutdown(self, conn: Connection) -> None:
