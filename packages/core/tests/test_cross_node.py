@@ -247,3 +247,43 @@ def test_rebuilding_a_lost_object_counts_against_max_retries(make_cluster, tmp_p
     with pytest.raises(qexc.ObjectReconstructionFailedMaxAttemptsExceededError,
                        match="no retries left"):
         quanta.get(second, timeout=60)
+
+
+def test_status_shows_the_clusters_waiting_tasks_and_actors(nodes, helpers, tmp_path):
+    from quanta._private import cluster
+    from quanta.cli import format_status
+
+    c, a, b = nodes
+    gate = tmp_path / "open"
+
+    @quanta.remote(num_cpus=1)
+    def hold() -> None:
+        while not gate.exists():
+            time.sleep(0.05)
+
+    @quanta.remote(num_cpus=1)
+    class Late:
+        def ping(self) -> int:
+            return 1
+
+    busy = [hold.options(scheduling_strategy="SPREAD").remote() for _ in range(5)]
+    late = Late.options(name="late").remote()
+
+    def status() -> dict:
+        return cluster.rpc(c.head_node.address, "status")
+
+    def waiting() -> bool:  # 3 CPUs: 2 tasks (at any node) and the actor wait
+        st = status()
+        return (sum(d["count"] for d in st["pending_demands"]) == 2
+                and [w["name"] for w in st["actors"]["waiting"]] == ["late"])
+
+    assert helpers.wait_until(waiting, 15)
+    text = format_status({"pid": 0, "address": c.head_node.address}, status())
+    assert "2 lease request(s) waiting for resources" in text
+    assert "2 x {'CPU': 1.0}" in text
+    assert "PENDING_CREATION Late 'late' needs {'CPU': 1.0}" in text
+    gate.touch()
+    quanta.get(busy, timeout=30)
+    assert quanta.get(late.ping.remote(), timeout=30) == 1
+    assert helpers.wait_until(lambda: status()["pending_demands"] == [], 10)
+    assert status()["actors"]["states"] == {"ALIVE": 1}

@@ -406,12 +406,34 @@ def format_status(rec: dict[str, Any], status: dict[str, Any]) -> str:
             out.append(f" {_bytes(used)}/{_bytes(t)} {name}")
         else:
             out.append(f" {_num(used, 1)}/{_num(t, 1)} {name}")
-    pending = status.get("pending_leases") or []
+    demands = status.get("pending_demands")
+    if demands is None:  # a daemon from before cluster-wide demands
+        demands = [{"shape": shape, "count": 1} for shape in status.get("pending_leases") or []]
+    waiting_tasks = sum(d["count"] for d in demands)
     out += ["",
-            f"Workers: {status.get('workers', 0)} ({status.get('idle_workers', 0)} idle)",
-            f"Pending lease requests: {len(pending)}"]
-    for shape in pending[:5]:
-        out.append(f"  {shape}")
+            f"Workers: {status.get('workers', 0)} ({status.get('idle_workers', 0)} idle) on "
+            "this node",
+            "",
+            "Pending demands",
+            "-" * 60,
+            f" {waiting_tasks} lease request(s) waiting for resources" if demands else
+            " (none)"]
+    for d in sorted(demands, key=lambda d: -d["count"])[:10]:
+        shape = {k: v for k, v in d["shape"].items() if not pg_of_resource(k)}
+        group = " in a placement group" if len(shape) < len(d["shape"]) else ""
+        out.append(f"  {d['count']} x {shape}{group}")
+    actors = status.get("actors")
+    if actors is not None:
+        states = actors.get("states") or {}
+        out += ["",
+                "Actors",
+                "-" * 60,
+                " " + (", ".join(f"{n} {state.lower()}" for state, n in sorted(states.items()))
+                       or "(none)")]
+        for a in actors.get("waiting", [])[:10]:
+            name = f" {a['name']!r}" if a.get("name") else ""
+            out.append(f"  {a['state']} {a['class_name']}{name} needs {a['resources']} "
+                       f"({a['strategy']})")
     waiting = status.get("pending_placement_groups") or []
     infeasible = [g for g in waiting if g.get("reason")]
     out += ["",

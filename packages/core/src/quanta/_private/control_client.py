@@ -24,13 +24,25 @@ def node_to_pb(rec: dict[str, Any]) -> pb.NodeInfo:
     msg = pb.NodeInfo(**{k: rec[k] for k in _FIELDS if rec.get(k) is not None})
     msg.total.update(rec.get("total") or {})
     msg.available.update(rec.get("available") or {})
+    msg.pending.extend(demands_to_pb(rec.get("pending") or []))
     return msg
+
+
+def demands_to_pb(demands: list[dict[str, Any]]) -> list[pb.ResourceDemand]:
+    """``[{"shape": {...}, "count": n}]`` as ``ResourceDemand`` messages."""
+    out = []
+    for d in demands:
+        msg = pb.ResourceDemand(count=int(d["count"]))
+        msg.shape.update(d["shape"])
+        out.append(msg)
+    return out
 
 
 def node_from_pb(msg: pb.NodeInfo) -> dict[str, Any]:
     rec = {k: getattr(msg, k) for k in _FIELDS}
     rec["total"] = dict(msg.total)
     rec["available"] = dict(msg.available)
+    rec["pending"] = [{"shape": dict(d.shape), "count": d.count} for d in msg.pending]
     return rec
 
 
@@ -88,11 +100,14 @@ class ControlClient:
     def register_node(self, node: pb.NodeInfo) -> pb.RegisterNodeReply:
         return self._call("RegisterNode", pb.RegisterNodeRequest(node=node))
 
-    def heartbeat(self, node_id: str,
-                  available: dict[str, float]) -> tuple[bool, list[dict[str, Any]]]:
-        """Report; returns (whether the head knows this node as alive, the alive nodes)."""
+    def heartbeat(self, node_id: str, available: dict[str, float],
+                  pending: list[dict[str, Any]] | None = None
+                  ) -> tuple[bool, list[dict[str, Any]]]:
+        """Report what is free and what waits (``[{"shape": {...}, "count": n}]``);
+        returns (whether the head knows this node as alive, the alive nodes)."""
         req = pb.HeartbeatRequest(node_id=node_id)
         req.available.update(available)
+        req.pending.extend(demands_to_pb(pending or []))
         reply = self._call("ReportHeartbeat", req)
         return reply.known, [node_from_pb(n) for n in reply.nodes]
 

@@ -265,6 +265,7 @@ class CoreWorker(ActorCallsMixin):
             m.RELEASE_HELD: self._on_release_held,
             m.LEASE_GRANT: self._on_lease_grant,
             m.LEASE_FAIL: self._on_lease_fail,
+            m.LEASE_CANCELLED: self._on_lease_cancelled,
             m.LEASE_SPILL: self._on_lease_spill,
             m.LEASE_RECLAIM: self._on_lease_reclaim,
             m.CALL: self._on_call,
@@ -1319,6 +1320,28 @@ class CoreWorker(ActorCallsMixin):
                     break
                 self._push(nxt, ks.queue.popleft())
 
+    def _cancel_lease_requests(self, key: Any) -> None:
+        """The key's queue is empty: its lease requests still waiting at daemons would only
+        hold a place there (and show as demand), so they are withdrawn. Lock held."""
+        for req, (k, conn, _) in self.lease_requests.items():
+            if k == key:
+                _send_quietly(conn, (m.LEASE_CANCEL, req))
+
+    def _on_lease_cancelled(self, conn: Connection, msg: tuple) -> None:
+        _, req, key_list = msg
+        self.calls.pop(req, None)
+        key = (tuple(sorted(key_list[0].items())), key_list[1])
+        with self.lock:
+            pending = self.lease_requests.pop(req, None)
+            if pending is None:
+                return
+            ks = self.keys[key]
+            ks.requests -= 1
+            if pending[2]:
+                ks.requests_queued -= 1
+            if ks.queue:  # tasks came meanwhile
+                self._request_leases(ks, key)
+
     def _on_lease_fail(self, conn: Connection, msg: tuple) -> None:
         _, req, message, key_list = msg
         self.calls.pop(req, None)
@@ -1345,6 +1368,8 @@ class CoreWorker(ActorCallsMixin):
 
     def _lease_idle(self, ks: KeyState, lease: Lease) -> None:
         """A lease has nothing in flight and the key's queue is empty. Lock held."""
+        if ks.requests:
+            self._cancel_lease_requests(lease.key)
         busiest = max(ks.leases, key=lambda ls: len(ls.inflight))
         if len(busiest.inflight) > 1:
             try:

@@ -48,6 +48,9 @@ OBJECT_FREE = 48     # (OBJECT_FREE, [object_id_hex], recycled, origin_node_id):
 #                      owner kept the file; origin: the node whose store made the object
 LEASE_SPILL = 52     # (LEASE_SPILL, req_id, node_id, node_address, [resources_dict, strategy]):
 #                      daemon -> owner: ask the daemon of that node for this lease instead
+LEASE_CANCEL = 53    # (LEASE_CANCEL, req_id): owner -> daemon: the request's tasks are gone
+LEASE_CANCELLED = 54  # (LEASE_CANCELLED, req_id, [resources_dict, strategy]): daemon -> owner:
+#                      dropped (a request already granted is answered by its grant instead)
 OBJECT_PULL = 49     # (OBJECT_PULL, object_id_hex, puller_node_address): daemon -> daemon over
 #                      TCP; the answer is raw
 #                      bytes, not frames (see node/object_transfer.py)

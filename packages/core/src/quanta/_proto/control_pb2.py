@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bquanta/_proto/control.proto\x12\x0equanta.control\"\xc3\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x02 \x01(\t\x12\x0f\n\x07node_ip\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0f\n\x07is_head\x18\x05 \x01(\x08\x12\r\n\x05state\x18\x06 \x01(\t\x12\x32\n\x05total\x18\x07 \x03(\x0b\x32#.quanta.control.NodeInfo.TotalEntry\x12:\n\tavailable\x18\x08 \x03(\x0b\x32\'.quanta.control.NodeInfo.AvailableEntry\x12\x15\n\rregistered_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x0b\n\x03pid\x18\x0c \x01(\x05\x12\x13\n\x0bsession_dir\x18\r \x01(\t\x12\x14\n\x0cnode_address\x18\x0e \x01(\t\x1a,\n\nTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x17\n\x15GetClusterInfoRequest\"Z\n\x0b\x43lusterInfo\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12&\n\x04head\x18\x03 \x01(\x0b\x32\x18.quanta.control.NodeInfo\"=\n\x13RegisterNodeRequest\x12&\n\x04node\x18\x01 \x01(\x0b\x32\x18.quanta.control.NodeInfo\"\x82\x01\n\x11RegisterNodeReply\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_period_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x61\x64_after_s\x18\x03 \x01(\x01\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.quanta.control.NodeInfo\"\x99\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x42\n\tavailable\x18\x02 \x03(\x0b\x32/.quanta.control.HeartbeatRequest.AvailableEntry\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.quanta.control.NodeInfo\"8\n\x15UnregisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13UnregisterNodeReply\"\x12\n\x10ListNodesRequest\"9\n\x0eListNodesReply\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.quanta.control.NodeInfo\":\n\x15\x45xportFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\x0c\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\"\x15\n\x13\x45xportFunctionReply\")\n\x12GetFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\x0c\"/\n\x10GetFunctionReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x32\xf1\x04\n\x0c\x43ontrolStore\x12T\n\x0eGetClusterInfo\x12%.quanta.control.GetClusterInfoRequest\x1a\x1b.quanta.control.ClusterInfo\x12V\n\x0cRegisterNode\x12#.quanta.control.RegisterNodeRequest\x1a!.quanta.control.RegisterNodeReply\x12S\n\x0fReportHeartbeat\x12 .quanta.control.HeartbeatRequest\x1a\x1e.quanta.control.HeartbeatReply\x12\\\n\x0eUnregisterNode\x12%.quanta.control.UnregisterNodeRequest\x1a#.quanta.control.UnregisterNodeReply\x12M\n\tListNodes\x12 .quanta.control.ListNodesRequest\x1a\x1e.quanta.control.ListNodesReply\x12\\\n\x0e\x45xportFunction\x12%.quanta.control.ExportFunctionRequest\x1a#.quanta.control.ExportFunctionReply\x12S\n\x0bGetFunction\x12\".quanta.control.GetFunctionRequest\x1a .quanta.control.GetFunctionReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bquanta/_proto/control.proto\x12\x0equanta.control\"\xf4\x03\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x02 \x01(\t\x12\x0f\n\x07node_ip\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0f\n\x07is_head\x18\x05 \x01(\x08\x12\r\n\x05state\x18\x06 \x01(\t\x12\x32\n\x05total\x18\x07 \x03(\x0b\x32#.quanta.control.NodeInfo.TotalEntry\x12:\n\tavailable\x18\x08 \x03(\x0b\x32\'.quanta.control.NodeInfo.AvailableEntry\x12\x15\n\rregistered_at\x18\t \x01(\x01\x12\x16\n\x0elast_heartbeat\x18\n \x01(\x01\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x0b\n\x03pid\x18\x0c \x01(\x05\x12\x13\n\x0bsession_dir\x18\r \x01(\t\x12\x14\n\x0cnode_address\x18\x0e \x01(\t\x12/\n\x07pending\x18\x0f \x03(\x0b\x32\x1e.quanta.control.ResourceDemand\x1a,\n\nTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x87\x01\n\x0eResourceDemand\x12\x38\n\x05shape\x18\x01 \x03(\x0b\x32).quanta.control.ResourceDemand.ShapeEntry\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x1a,\n\nShapeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x17\n\x15GetClusterInfoRequest\"Z\n\x0b\x43lusterInfo\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12&\n\x04head\x18\x03 \x01(\x0b\x32\x18.quanta.control.NodeInfo\"=\n\x13RegisterNodeRequest\x12&\n\x04node\x18\x01 \x01(\x0b\x32\x18.quanta.control.NodeInfo\"\x82\x01\n\x11RegisterNodeReply\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_period_s\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x61\x64_after_s\x18\x03 \x01(\x01\x12\'\n\x05nodes\x18\x04 \x03(\x0b\x32\x18.quanta.control.NodeInfo\"\xca\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x42\n\tavailable\x18\x02 \x03(\x0b\x32/.quanta.control.HeartbeatRequest.AvailableEntry\x12/\n\x07pending\x18\x03 \x03(\x0b\x32\x1e.quanta.control.ResourceDemand\x1a\x30\n\x0e\x41vailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x0eHeartbeatReply\x12\r\n\x05known\x18\x01 \x01(\x08\x12\'\n\x05nodes\x18\x02 \x03(\x0b\x32\x18.quanta.control.NodeInfo\"8\n\x15UnregisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13UnregisterNodeReply\"\x12\n\x10ListNodesRequest\"9\n\x0eListNodesReply\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.quanta.control.NodeInfo\":\n\x15\x45xportFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\x0c\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\"\x15\n\x13\x45xportFunctionReply\")\n\x12GetFunctionRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\x0c\"/\n\x10GetFunctionReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x32\xf1\x04\n\x0c\x43ontrolStore\x12T\n\x0eGetClusterInfo\x12%.quanta.control.GetClusterInfoRequest\x1a\x1b.quanta.control.ClusterInfo\x12V\n\x0cRegisterNode\x12#.quanta.control.RegisterNodeRequest\x1a!.quanta.control.RegisterNodeReply\x12S\n\x0fReportHeartbeat\x12 .quanta.control.HeartbeatRequest\x1a\x1e.quanta.control.HeartbeatReply\x12\\\n\x0eUnregisterNode\x12%.quanta.control.UnregisterNodeRequest\x1a#.quanta.control.UnregisterNodeReply\x12M\n\tListNodes\x12 .quanta.control.ListNodesRequest\x1a\x1e.quanta.control.ListNodesReply\x12\\\n\x0e\x45xportFunction\x12%.quanta.control.ExportFunctionRequest\x1a#.quanta.control.ExportFunctionReply\x12S\n\x0bGetFunction\x12\".quanta.control.GetFunctionRequest\x1a .quanta.control.GetFunctionReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,44 +35,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEINFO_TOTALENTRY']._serialized_options = b'8\001'
   _globals['_NODEINFO_AVAILABLEENTRY']._loaded_options = None
   _globals['_NODEINFO_AVAILABLEENTRY']._serialized_options = b'8\001'
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._loaded_options = None
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_options = b'8\001'
   _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._loaded_options = None
   _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._serialized_options = b'8\001'
   _globals['_NODEINFO']._serialized_start=48
-  _globals['_NODEINFO']._serialized_end=499
-  _globals['_NODEINFO_TOTALENTRY']._serialized_start=405
-  _globals['_NODEINFO_TOTALENTRY']._serialized_end=449
-  _globals['_NODEINFO_AVAILABLEENTRY']._serialized_start=451
-  _globals['_NODEINFO_AVAILABLEENTRY']._serialized_end=499
-  _globals['_GETCLUSTERINFOREQUEST']._serialized_start=501
-  _globals['_GETCLUSTERINFOREQUEST']._serialized_end=524
-  _globals['_CLUSTERINFO']._serialized_start=526
-  _globals['_CLUSTERINFO']._serialized_end=616
-  _globals['_REGISTERNODEREQUEST']._serialized_start=618
-  _globals['_REGISTERNODEREQUEST']._serialized_end=679
-  _globals['_REGISTERNODEREPLY']._serialized_start=682
-  _globals['_REGISTERNODEREPLY']._serialized_end=812
-  _globals['_HEARTBEATREQUEST']._serialized_start=815
-  _globals['_HEARTBEATREQUEST']._serialized_end=968
-  _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._serialized_start=451
-  _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._serialized_end=499
-  _globals['_HEARTBEATREPLY']._serialized_start=970
-  _globals['_HEARTBEATREPLY']._serialized_end=1042
-  _globals['_UNREGISTERNODEREQUEST']._serialized_start=1044
-  _globals['_UNREGISTERNODEREQUEST']._serialized_end=1100
-  _globals['_UNREGISTERNODEREPLY']._serialized_start=1102
-  _globals['_UNREGISTERNODEREPLY']._serialized_end=1123
-  _globals['_LISTNODESREQUEST']._serialized_start=1125
-  _globals['_LISTNODESREQUEST']._serialized_end=1143
-  _globals['_LISTNODESREPLY']._serialized_start=1145
-  _globals['_LISTNODESREPLY']._serialized_end=1202
-  _globals['_EXPORTFUNCTIONREQUEST']._serialized_start=1204
-  _globals['_EXPORTFUNCTIONREQUEST']._serialized_end=1262
-  _globals['_EXPORTFUNCTIONREPLY']._serialized_start=1264
-  _globals['_EXPORTFUNCTIONREPLY']._serialized_end=1285
-  _globals['_GETFUNCTIONREQUEST']._serialized_start=1287
-  _globals['_GETFUNCTIONREQUEST']._serialized_end=1328
-  _globals['_GETFUNCTIONREPLY']._serialized_start=1330
-  _globals['_GETFUNCTIONREPLY']._serialized_end=1377
-  _globals['_CONTROLSTORE']._serialized_start=1380
-  _globals['_CONTROLSTORE']._serialized_end=2005
+  _globals['_NODEINFO']._serialized_end=548
+  _globals['_NODEINFO_TOTALENTRY']._serialized_start=454
+  _globals['_NODEINFO_TOTALENTRY']._serialized_end=498
+  _globals['_NODEINFO_AVAILABLEENTRY']._serialized_start=500
+  _globals['_NODEINFO_AVAILABLEENTRY']._serialized_end=548
+  _globals['_RESOURCEDEMAND']._serialized_start=551
+  _globals['_RESOURCEDEMAND']._serialized_end=686
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_start=642
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_end=686
+  _globals['_GETCLUSTERINFOREQUEST']._serialized_start=688
+  _globals['_GETCLUSTERINFOREQUEST']._serialized_end=711
+  _globals['_CLUSTERINFO']._serialized_start=713
+  _globals['_CLUSTERINFO']._serialized_end=803
+  _globals['_REGISTERNODEREQUEST']._serialized_start=805
+  _globals['_REGISTERNODEREQUEST']._serialized_end=866
+  _globals['_REGISTERNODEREPLY']._serialized_start=869
+  _globals['_REGISTERNODEREPLY']._serialized_end=999
+  _globals['_HEARTBEATREQUEST']._serialized_start=1002
+  _globals['_HEARTBEATREQUEST']._serialized_end=1204
+  _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._serialized_start=500
+  _globals['_HEARTBEATREQUEST_AVAILABLEENTRY']._serialized_end=548
+  _globals['_HEARTBEATREPLY']._serialized_start=1206
+  _globals['_HEARTBEATREPLY']._serialized_end=1278
+  _globals['_UNREGISTERNODEREQUEST']._serialized_start=1280
+  _globals['_UNREGISTERNODEREQUEST']._serialized_end=1336
+  _globals['_UNREGISTERNODEREPLY']._serialized_start=1338
+  _globals['_UNREGISTERNODEREPLY']._serialized_end=1359
+  _globals['_LISTNODESREQUEST']._serialized_start=1361
+  _globals['_LISTNODESREQUEST']._serialized_end=1379
+  _globals['_LISTNODESREPLY']._serialized_start=1381
+  _globals['_LISTNODESREPLY']._serialized_end=1438
+  _globals['_EXPORTFUNCTIONREQUEST']._serialized_start=1440
+  _globals['_EXPORTFUNCTIONREQUEST']._serialized_end=1498
+  _globals['_EXPORTFUNCTIONREPLY']._serialized_start=1500
+  _globals['_EXPORTFUNCTIONREPLY']._serialized_end=1521
+  _globals['_GETFUNCTIONREQUEST']._serialized_start=1523
+  _globals['_GETFUNCTIONREQUEST']._serialized_end=1564
+  _globals['_GETFUNCTIONREPLY']._serialized_start=1566
+  _globals['_GETFUNCTIONREPLY']._serialized_end=1613
+  _globals['_CONTROLSTORE']._serialized_start=1616
+  _globals['_CONTROLSTORE']._serialized_end=2241
 # @@protoc_insertion_point(module_scope)

@@ -287,6 +287,19 @@ class ActorManager:
     def list_actors(self) -> list[dict[str, Any]]:
         return [rec.public() for rec in self.actors.values()]
 
+    def summary(self) -> dict[str, Any]:
+        """For ``quanta status``: actors counted by state, and those waiting to be placed
+        with what they need."""
+        states: dict[str, int] = {}
+        for rec in self.actors.values():
+            states[rec.state] = states.get(rec.state, 0) + 1
+        waiting = [{"actor_id": rec.actor_id, "class_name": rec.class_name, "name": rec.name,
+                    "state": rec.state, "resources": rec.schedule.to_dict(),
+                    "strategy": rec.strategy}
+                   for rec in self.actors.values()
+                   if rec.state in (PENDING_CREATION, RESTARTING) and not rec.address]
+        return {"states": states, "waiting": waiting}
+
     # --- placement ----------------------------------------------------------------------
     def schedule(self) -> int:
         """Give waiting actors a worker when their resources fit. Returns how many actors

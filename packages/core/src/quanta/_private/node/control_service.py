@@ -91,7 +91,8 @@ class ControlService(pb_grpc.ControlStoreServicer):
     def ReportHeartbeat(self, request, context):  # noqa: N802
         def report() -> tuple[bool, list[dict[str, Any]]]:
             membership = self.daemon.membership
-            return membership.heartbeat(request.node_id, dict(request.available)), \
+            pending = [{"shape": dict(d.shape), "count": d.count} for d in request.pending]
+            return membership.heartbeat(request.node_id, dict(request.available), pending), \
                 membership.reporting()
 
         known, alive = self._on_reactor(report)

@@ -233,6 +233,7 @@ class NodeDaemon:
             m.NOTIFY: self._on_notify,
             m.LEASE_REQUEST: self._on_lease_request,
             m.LEASE_RETURN: self._on_lease_return,
+            m.LEASE_CANCEL: self._on_lease_cancel,
             m.WORKER_BLOCKED: self._on_blocked,
             m.WORKER_UNBLOCKED: self._on_unblocked,
             m.OBJECT_SEALED: self._on_sealed,
@@ -321,7 +322,8 @@ class NodeDaemon:
         self.actors.node_dead(node_id)
 
     def _sweep_members(self) -> None:
-        self.membership.heartbeat(self.node_id, self.resources.available.to_dict())
+        self.membership.heartbeat(self.node_id, self.resources.available.to_dict(),
+                                  self.pending_demands())
         dead = self.membership.sweep()
         self.view.update(self.membership.reporting())
         for node_id in dead:
@@ -672,6 +674,21 @@ class NodeDaemon:
                     pass
             self.reclaim_told.clear()
 
+    def _on_lease_cancel(self, conn: Connection, msg: tuple) -> None:
+        """The owner has no task left for this request: drop it if it still waits here."""
+        req = msg[1]
+        lr = next((r for r in self.requests if r.conn is conn and r.req == req), None)
+        if lr is not None:
+            self.requests.remove(lr)
+        else:
+            lr = self.group_leases.cancel(conn, req)
+        if lr is not None:
+            try:
+                conn.send((m.LEASE_CANCELLED, req, lr.key_list))
+            except ConnectionClosed:
+                pass
+            self._update_reclaim()
+
     def _on_lease_return(self, conn: Connection, msg: tuple) -> None:
         _, worker_id, kill = msg
         w = self.workers.get(worker_id)
@@ -895,6 +912,30 @@ class NodeDaemon:
     def rpc_available_resources(self, conn: Connection) -> dict[str, float]:
         return (self.resources.available + self.view.available()).to_dict()
 
+    def pending_demands(self) -> list[dict[str, Any]]:
+        """The lease requests waiting here (for resources, or for their placement group to
+        be placed), counted by resource shape."""
+        counts: dict[ResourceSet, int] = {}
+        waiting = list(self.requests)
+        for parked in self.group_leases.parked.values():
+            waiting += parked
+        for lr in waiting:
+            counts[lr.resources] = counts.get(lr.resources, 0) + 1
+        return [{"shape": shape.to_dict(), "count": n} for shape, n in counts.items()]
+
+    def cluster_demands(self) -> list[dict[str, Any]]:
+        """Every alive node's waiting lease requests, by shape (on a member, its own)."""
+        if self.control_server is None:
+            return self.pending_demands()
+        counts: dict[tuple, int] = {}
+        for rec in self.membership.reporting():
+            demands = (self.pending_demands() if rec["node_id"] == self.node_id
+                       else rec.get("pending") or [])
+            for d in demands:
+                key = tuple(sorted(d["shape"].items()))
+                counts[key] = counts.get(key, 0) + int(d["count"])
+        return [{"shape": dict(k), "count": n} for k, n in counts.items()]
+
     def rpc_status(self, conn: Connection) -> dict[str, Any]:
         return {
             "node": self.node_info(),
@@ -902,6 +943,8 @@ class NodeDaemon:
             "workers": len(self.workers),
             "idle_workers": len(self.idle),
             "pending_leases": [r.resources.to_dict() for r in self.requests],
+            "pending_demands": self.cluster_demands(),
+            "actors": self.actors.summary(),
             "infeasible_placement_groups": self.pgs.infeasible(),
             "pending_placement_groups": self.pgs.pending_groups(),
             "created_placement_groups": self.pgs.created_count(),

@@ -185,6 +185,17 @@ class GroupLeases:
         """This node released the group: a cached location may be stale."""
         self.cache.pop(pg_id, None)
 
+    def cancel(self, conn: Any, req: int) -> LeaseRequest | None:
+        """Drop the parked request ``req`` of ``conn``; returns it (None if not parked)."""
+        for pg_id, lrs in self.parked.items():
+            for lr in lrs:
+                if lr.conn is conn and lr.req == req:
+                    lrs.remove(lr)
+                    if not lrs:
+                        del self.parked[pg_id]
+                    return lr
+        return None
+
     def drop_client(self, conn: Any) -> None:
         for pg_id, lrs in list(self.parked.items()):
             keep = [lr for lr in lrs if lr.conn is not conn]

@@ -32,6 +32,7 @@ class HeadLink:
         self.failure: str | None = None
         self._stop = threading.Event()
         self._available: dict[str, float] = daemon.resources.available.to_dict()
+        self._pending: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._run, name="quanta-head-link", daemon=True)
 
     def start(self) -> None:
@@ -58,6 +59,7 @@ class HeadLink:
     def _snapshot(self) -> None:
         def take() -> None:
             self._available = self.daemon.resources.available.to_dict()
+            self._pending = self.daemon.pending_demands()
 
         self.daemon.reactor.call_soon_threadsafe(take)
 
@@ -102,7 +104,8 @@ class HeadLink:
         while not self._stop.wait(self.period):
             self._snapshot()
             try:
-                known, nodes = self.client.heartbeat(self.daemon.node_id, self._available)
+                known, nodes = self.client.heartbeat(self.daemon.node_id, self._available,
+                                                     self._pending)
             except TokenRejected as e:
                 self._fatal(str(e))
                 return

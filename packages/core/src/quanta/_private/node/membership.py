@@ -75,14 +75,17 @@ class Membership:
         self._joined.add(node_id)
         self.control.put_node(node_id, rec)
 
-    def heartbeat(self, node_id: str, available: dict[str, float]) -> bool:
-        """Note a report. False when ``node_id`` is not an alive member (it must register)."""
+    def heartbeat(self, node_id: str, available: dict[str, float],
+                  pending: list[dict[str, Any]] | None = None) -> bool:
+        """Note a report (free resources, waiting lease requests by shape). False when
+        ``node_id`` is not an alive member (it must register)."""
         rec = self.nodes.get(node_id)
         if rec is None or rec["state"] != ALIVE or node_id not in self._joined:
             return False
         now = self.clock()
         rec["last_heartbeat"] = now
         rec["available"] = dict(available)
+        rec["pending"] = list(pending or [])
         self._deadline[node_id] = now + self.dead_after_s
         return True
 
@@ -94,6 +97,7 @@ class Membership:
         rec["state"] = DEAD
         rec["death_reason"] = reason
         rec["available"] = {}
+        rec["pending"] = []
         self._deadline.pop(node_id, None)
         self.control.put_node(node_id, rec)
         return True
