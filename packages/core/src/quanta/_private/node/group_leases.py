@@ -24,13 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from quanta._private import messages as m
-from quanta._private.node.placement_groups import (
-    CREATED,
-    PENDING,
-    REMOVED,
-    RESCHEDULING,
-    bundle_index_of,
-)
+from quanta._private.node.placement_groups import REMOVED, bundle_index_of
 from quanta._private.resources import ResourceSet
 from quanta._private.transport import ConnectionClosed
 
@@ -71,43 +65,30 @@ class GroupLeases:
             return
         where = self.where(pg_id)
         if where is None:
-            self._park(lr, pg_id)
-            self._ask(pg_id)
+            self._await_location(lr, pg_id)
             return
         state, nodes = where
         if state == REMOVED or not nodes:
             self._fail(lr, removed_text(pg_id))
             return
         target = self.pick(lr.resources, nodes, index)
-        if target is None:  # not placed now: pending, or rescheduled after a node died
-            if state not in (PENDING, RESCHEDULING, CREATED):
-                self._fail(lr, removed_text(pg_id))
-                return
-            self._park(lr, pg_id)
-            if not self._authority:
-                self.cache.pop(pg_id, None)
-                self._ask(pg_id)
-            return
-        if target == d.node_id:
-            if d.bundles.holds(pg_id):
-                self._queue(lr, pg_id)
-                return
-            # the location is stale: this node does not hold the group (any more)
+        address = None if target in (None, d.node_id) else d.view.address_of(target)
+        if target == d.node_id and d.bundles.holds(pg_id):
+            self._queue(lr, pg_id)
+        elif address is not None:
+            try:
+                lr.conn.send((m.LEASE_SPILL, lr.req, target, address, lr.key_list))
+            except ConnectionClosed:
+                pass
+        else:  # not placed now (pending, or its node died), or a stale location
+            self._await_location(lr, pg_id)
+
+    def _await_location(self, lr: LeaseRequest, pg_id: str) -> None:
+        """Park ``lr`` until the group's location changes; a member asks the head afresh."""
+        self._park(lr, pg_id)
+        if not self._authority:
             self.cache.pop(pg_id, None)
-            self._park(lr, pg_id)
             self._ask(pg_id)
-            return
-        address = d.view.address_of(target)
-        if address is None:  # its node is gone: the manager places the bundle again
-            self._park(lr, pg_id)
-            if not self._authority:
-                self.cache.pop(pg_id, None)
-                self._ask(pg_id)
-            return
-        try:
-            lr.conn.send((m.LEASE_SPILL, lr.req, target, address, lr.key_list))
-        except ConnectionClosed:
-            pass
 
     def _queue(self, lr: LeaseRequest, pg_id: str) -> None:
         """Queue ``lr`` here, or fail it when the group's bundles here can never fit it."""
