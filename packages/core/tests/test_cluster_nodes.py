@@ -295,12 +295,14 @@ def test_a_head_restarted_on_its_storage_keeps_its_state(shell, tmp_path):
         assert res.returncode == 0, res.stdout + res.stderr
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    shell.start("--storage", storage)
+    first = shell.start("--storage", storage)
     driver("first")
     assert shell.quanta("stop").returncode == 0
     assert os.path.exists(storage)
 
-    shell.start("--storage", storage)
+    again = shell.start("--storage", storage)
+    # the same node port: the addresses surviving nodes hold for the head stay right
+    assert again["node_address"] == first["node_address"]
     out = driver("second")
     assert out["kv"] == "v1"
     assert out["names"] == ["keep"]  # the detached group is reserved again, not the other

@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--port", type=int, default=6379,
                     help="with --head: the port of the control store's gRPC service, which "
                          "nodes join and drivers connect to (default 6379; 0 picks a free one)")
-    st.add_argument("--node-manager-port", type=int, default=0,
-                    help="the node's TCP port for other nodes (objects they pull from it); "
-                         "default 0 picks a free one. With --port, a node listens on 2 ports")
+    st.add_argument("--node-manager-port", type=int, default=None,
+                    help="the node's TCP port for other nodes (work, objects and actor "
+                         "calls); default: a free one (a head restarted on its --storage "
+                         "takes the one it had). With --port, a node listens on 2 ports")
     st.add_argument("--storage", default=None,
                     help="with --head: the control store's SQLite file, kept after `quanta "
                          "stop` so that a head started again on it finds its KV, jobs and "
@@ -131,7 +132,7 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     for flag, value in (("--port", args.port), ("--node-manager-port", args.node_manager_port)):
-        if not 0 <= value < 65536:
+        if value is not None and not 0 <= value < 65536:
             parser.error(f"{flag} must be between 0 and 65535, got {value}")
     resources = _parse_resources(parser, args.resources)
 
