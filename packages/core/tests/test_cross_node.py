@@ -153,6 +153,13 @@ def test_an_object_whose_only_copy_was_on_a_dead_node_is_lost_with_the_reason(no
     c.remove_node(a, allow_graceful=False)
     with pytest.raises(qexc.ObjectLostError, match="node"):  # max_retries=0: no lineage
         quanta.get(ref, timeout=30)
+
+    @quanta.remote
+    def size(arr):
+        return arr.size
+
+    with pytest.raises(qexc.ObjectLostError, match="cannot be rebuilt"):  # for a borrower too
+        quanta.get(size.remote(ref), timeout=30)
     put_ref = quanta.put(np.ones(10))  # a put object lives with its owner: never lost here
     assert quanta.get(put_ref).sum() == 10
 
@@ -222,6 +229,36 @@ def test_an_actor_on_a_node_that_dies_restarts_on_another(nodes, helpers):
     c.remove_node(a, allow_graceful=False)
     with pytest.raises(qexc.ActorDiedError, match="cannot be scheduled"):
         quanta.get(only_a.node.remote(), timeout=30)
+
+
+def test_a_task_given_an_object_lost_with_its_node_gets_it_rebuilt(nodes, tmp_path):
+    c, a, b = nodes
+    runs = tmp_path / "runs"
+
+    @quanta.remote(max_retries=1)
+    def make(log):
+        with open(log, "a") as f:
+            f.write(quanta.get_runtime_context().get_node_id() + "\n")
+        return np.full(500_000, 2)
+
+    @quanta.remote
+    def consume(arr, box):  # a direct argument, and one the task gets itself
+        return int(arr.sum()) + int(quanta.get(box[0]).sum()), \
+            quanta.get_runtime_context().get_node_id()
+
+    ref = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(a.node_id, soft=True)
+                       ).remote(str(runs))
+    quanta.wait([ref], fetch_local=False)
+    c.remove_node(a, allow_graceful=False)
+    on_b = NodeAffinitySchedulingStrategy(b.node_id, soft=False)
+    total, node = quanta.get(consume.options(scheduling_strategy=on_b).remote(ref, [ref]),
+                             timeout=60)
+    assert (total, node) == (2_000_000, b.node_id)
+    assert len(runs.read_text().split()) == 2  # made once more, for the borrower
+
+    put_ref = quanta.put(np.ones(500_000))  # in the head's store: never lost with a member
+    assert quanta.get(consume.options(scheduling_strategy=on_b).remote(put_ref, [put_ref]),
+                      timeout=60)[0] == 1_000_000
 
 
 def test_rebuilding_a_lost_object_counts_against_max_retries(make_cluster, tmp_path):

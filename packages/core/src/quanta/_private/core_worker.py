@@ -258,6 +258,7 @@ class CoreWorker(ActorCallsMixin):
             m.GEN_ITEM: self._on_gen_item,
             m.REQUEUE: self._on_requeue,
             m.GET_OBJECT: self._on_get_object,
+            m.OBJECT_LOST: self._on_object_lost,
             m.OBJECT_VALUE: self._on_object_value,
             m.BORROW_ADD: self._on_borrow_add,
             m.BORROW_REMOVE: self._on_borrow_remove,
@@ -858,7 +859,8 @@ class CoreWorker(ActorCallsMixin):
                             self._maybe_free(oid, entry)
         return set(ready)
 
-    def get(self, refs: Sequence[ObjectRef], timeout: float | None) -> list[Any]:
+    def get(self, refs: Sequence[ObjectRef], timeout: float | None,
+            _lost_retries: int = 0) -> list[Any]:
         oids = [r._id for r in refs]
         with self.lock:
             missing = False
@@ -883,11 +885,54 @@ class CoreWorker(ActorCallsMixin):
                 out.append(self.decode_value(ref._id, entry.value,
                                              None if entry.owned else entry.owner))
             except exc.ObjectLostError as e:
-                if entry.lineage is None or type(e) is not exc.ObjectLostError:
+                if type(e) is not exc.ObjectLostError or _lost_retries >= 3:
                     raise
-                self._reconstruct(ref._id, e)
-                return self.get(refs, timeout)
+                if entry.owned:
+                    if entry.lineage is None:
+                        raise
+                    self._reconstruct(ref._id, e)
+                else:
+                    self.report_lost(ref._id, entry.owner, entry.value, e)
+                return self.get(refs, timeout, _lost_retries + 1)
         return out
+
+    def report_lost(self, oid: bytes, owner: str, value: tuple,
+                    lost: exc.ObjectLostError) -> None:
+        """A borrowed shared-memory value could not be read (every copy is gone): tell its
+        owner, which rebuilds it or records the loss, and forget the value here so the next
+        get asks the owner again (on the same connection, after this report)."""
+        with self.lock:
+            entry = self.objects.get(oid)
+            if entry is not None and not entry.owned:
+                entry.value = None
+                entry.mapped = None
+                entry.fetching = False
+        try:
+            self.peer(owner).send((m.OBJECT_LOST, oid, value[2], str(lost)))
+        except (OSError, ConnectionClosed):
+            pass
+
+    def _on_object_lost(self, conn: Connection, msg: tuple) -> None:
+        """A borrower could not read an object this process owns: rebuild it from its lineage,
+        or make the loss its value so every reader gets the reason."""
+        _, oid, origin, reason = msg
+        with self.lock:
+            entry = self.objects.get(oid)
+            value = entry.value if entry is not None and entry.owned else None
+            if value is None or value[0] != m.VALUE_SHM or value[2] != origin:
+                return  # freed, being rebuilt, or rebuilt already
+        lost = exc.ObjectLostError(oid.hex(), reason)
+        try:
+            if entry.lineage is None:
+                raise exc.ObjectLostError(oid.hex(), f"{reason} It cannot be rebuilt: it was "
+                                          "made by put(), or by a task with no retries.")
+            self._reconstruct(oid, lost)
+        except exc.ObjectLostError as e:
+            with self.lock:
+                if entry.value is value:
+                    entry.value = None
+                    entry.mapped = None
+                    self._set_value(oid, entry, _error_value(e))
 
     def _reconstruct(self, oid: bytes, lost: exc.ObjectLostError) -> None:
         """Run again the task that made the owned object ``oid``, whose every copy is gone

@@ -236,14 +236,19 @@ class Executor:
         values = []
         for oid, owner, value in resolved:
             if value is not None:
-                values.append(cw.decode_value(oid, value, owner))
-            else:
-                old = _source.set(conn.peer)
                 try:
-                    ref = cw.deserialize_ref(oid, owner)
-                finally:
-                    _source.reset(old)
-                values.append(cw.get([ref], None)[0])
+                    values.append(cw.decode_value(oid, value, owner))
+                    continue
+                except exc.ObjectLostError as e:
+                    if type(e) is not exc.ObjectLostError:
+                        raise
+                    cw.report_lost(oid, owner, value, e)  # then fetched again, below
+            old = _source.set(conn.peer)
+            try:
+                ref = cw.deserialize_ref(oid, owner)
+            finally:
+                _source.reset(old)
+            values.append(cw.get([ref], None)[0])
         a = tuple(values[x.index] if type(x) is ArgRef else x for x in a)
         if kw:
             kw = {k: values[v.index] if type(v) is ArgRef else v for k, v in kw.items()}

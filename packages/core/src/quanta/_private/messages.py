@@ -51,6 +51,9 @@ LEASE_SPILL = 52     # (LEASE_SPILL, req_id, node_id, node_address, [resources_d
 LEASE_CANCEL = 53    # (LEASE_CANCEL, req_id): owner -> daemon: the request's tasks are gone
 LEASE_CANCELLED = 54  # (LEASE_CANCELLED, req_id, [resources_dict, strategy]): daemon -> owner:
 #                      dropped (a request already granted is answered by its grant instead)
+OBJECT_LOST = 55     # (OBJECT_LOST, object_id, origin_node_id, reason): borrower -> owner: every
+#                      copy of the value it was given is gone; the owner rebuilds it (lineage)
+#                      or sets the loss as its value, and answers GET_OBJECT calls then
 OBJECT_PULL = 49     # (OBJECT_PULL, object_id_hex, puller_node_address): daemon -> daemon over
 #                      TCP; the answer is raw
 #                      bytes, not frames (see node/object_transfer.py)
