@@ -266,6 +266,63 @@ def test_placement_group_usable_inside_task(quanta_node):
 
 def test_get_current_placement_group_outside_is_none(quanta_node):
     assert get_current_placement_group() is None
+    assert ray.get_runtime_context().get_placement_group_id() is None
+
+
+@ray.remote(num_cpus=0)
+def current_group():
+    group = get_current_placement_group()
+    return None if group is None else group.id.hex()
+
+
+@ray.remote(num_cpus=0)
+class GroupProbe:
+    def group(self):
+        return ray.get_runtime_context().get_placement_group_id()
+
+    def child_group(self):
+        return ray.get(current_group.remote())
+
+
+@ray.remote(num_cpus=0)
+def parent_and_children():
+    mine = get_current_placement_group()
+    child = ray.get(current_group.remote())  # no strategy of its own
+    escaped = ray.get(current_group.options(scheduling_strategy="DEFAULT").remote())
+    probe = GroupProbe.remote()
+    return (mine.id.hex(), mine.bundle_specs, child, escaped, ray.get(probe.group.remote()),
+            ray.get(probe.child_group.remote()))
+
+
+@pytest.mark.parametrize("capture", [False, True])
+def test_child_tasks_and_actors_are_captured_only_when_asked(quanta_node, capture):
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert pg.wait(10)
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=capture)
+    mine, bundles, child, escaped, actor, actor_child = ray.get(
+        parent_and_children.options(scheduling_strategy=strategy).remote(), timeout=60)
+    assert mine == pg.id.hex() and bundles == pg.bundle_specs  # in its group either way
+    inherited = pg.id.hex() if capture else None
+    assert (child, actor, actor_child) == (inherited, inherited, inherited)
+    assert escaped is None  # a strategy of its own leaves the group
+    remove_placement_group(pg)
+
+
+def test_a_captured_child_draws_on_the_groups_resources(quanta_node):
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(10)
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return ray.available_resources().get(f"CPU_group_{pg.id.hex()}", 0.0)
+
+    @ray.remote(num_cpus=0)
+    def parent():
+        return ray.get(child.remote())
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=strategy).remote(), timeout=60) == 0.0
+    remove_placement_group(pg)
 
 
 # --------------------------------------------------------------------------------------

@@ -25,7 +25,12 @@ from quanta._private.options import (
     validate_method_options,
 )
 from quanta._private.worker_state import current_core_worker, current_core_worker_or_none
-from quanta.util.scheduling_strategies import PlacementGroupSchedulingStrategy, apply_strategy
+from quanta.util.scheduling_strategies import (
+    PlacementGroupSchedulingStrategy,
+    apply_strategy,
+    group_context,
+    inherited_strategy,
+)
 
 
 def method(**options: Any) -> Any:
@@ -133,7 +138,8 @@ class ActorClass:
         class_id = self._class_id if self._class_id in cw.exported else self._export(cw)
         meta = self._meta(opts)
         hold, schedule = actor_resources(opts)
-        strategy = opts.get("scheduling_strategy")
+        strategy = inherited_strategy(opts, cw)
+        group = group_context(strategy)
         if isinstance(strategy, PlacementGroupSchedulingStrategy):
             hold, _ = apply_strategy(hold, strategy)
             schedule, _ = apply_strategy(schedule, strategy)
@@ -167,6 +173,7 @@ class ActorClass:
             "name": opts.get("name"),
             "meta": meta,
             "detached": info["detached"],
+            "pg": group,
         }
         actor_id, ref, existing = cw.create_actor(
             class_id=class_id, class_name=self._cls.__name__, args=args, kwargs=kwargs,

@@ -10,7 +10,7 @@ from typing import Any
 from quanta._private import serialization
 from quanta._private.options import resource_request, validate_task_options
 from quanta._private.worker_state import current_core_worker_or_none
-from quanta.util.scheduling_strategies import apply_strategy
+from quanta.util.scheduling_strategies import apply_strategy, group_context, inherited_strategy
 
 _DEFAULTS = {"max_retries": 3, "retry_exceptions": False, "num_returns": None}
 
@@ -61,21 +61,26 @@ class RemoteFunction:
         max_retries = opts.get("max_retries", 3)
         if max_retries is None:
             max_retries = 3
-        resources, strategy = apply_strategy(resources, opts.get("scheduling_strategy"))
+        chosen = opts.get("scheduling_strategy")
+        resources, strategy = apply_strategy(resources, chosen)
         return (resources, num_returns, generator, max_retries, retry, strategy,
-                opts.get("name"))
+                opts.get("name"), group_context(chosen))
 
     def _submit(self, opts: dict[str, Any], args: tuple, kwargs: dict, cache: bool) -> Any:
         from quanta._private.api import auto_init
 
         cw = current_core_worker_or_none() or auto_init()
         fn_id = self._fn_id if self._fn_id in cw.exported else self._export(cw)
+        if "scheduling_strategy" not in opts and cw.current_pg is not None \
+                and cw.current_pg[3]:  # a child of a task that captures: in its group
+            opts = dict(opts, scheduling_strategy=inherited_strategy(opts, cw))
+            cache = False
         prepared = self._prepared.get(id(cw)) if cache else None
         if prepared is None:
             prepared = self._prepare(opts)
             if cache:
                 self._prepared = {id(cw): prepared}
-        resources, num_returns, generator, max_retries, retry, strategy, name = prepared
+        resources, num_returns, generator, max_retries, retry, strategy, name, pg = prepared
         refs = cw.submit_task(
             fn_id=fn_id,
             fn_name=self._name,
@@ -88,6 +93,7 @@ class RemoteFunction:
             resources=resources,
             strategy=strategy,
             name=name,
+            pg=pg,
         )
         if generator:
             return refs

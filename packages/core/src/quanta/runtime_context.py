@@ -30,6 +30,12 @@ class RuntimeContext:
         """The current actor's id (hex), or None outside an actor."""
         return self._cw.actor_id
 
+    def get_placement_group_id(self) -> str | None:
+        """The id (hex) of the placement group the current task or actor was scheduled in,
+        or None."""
+        group = getattr(self._cw, "current_pg", None)
+        return None if group is None else group[0]
+
     def get_actor_name(self) -> str | None:
         meta = getattr(self._cw, "actor_name", None)
         return meta or None

@@ -87,6 +87,7 @@ class ActorCallsMixin:
         spec = TaskSpec()
         spec.task_id = bytes.fromhex(actor_id)
         spec.fn_name = class_name
+        spec.pg = None
         spec.cancelled = False
         self._encode_args(spec, args, kwargs)
         detached = bool(info.get("detached"))
@@ -243,6 +244,7 @@ class ActorCallsMixin:
         spec = TaskSpec()
         spec.task_id = task_id
         spec.fn_id = None
+        spec.pg = None
         spec.fn_name = f"{class_name}.{method}"
         spec.method = method
         spec.group = group

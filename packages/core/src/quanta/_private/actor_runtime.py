@@ -91,6 +91,7 @@ class ActorRuntime:
         cw.namespace = c.get("namespace", "")
         cw.actor_meta = c.get("meta")
         cw.actor_name = c.get("name")
+        cw.current_pg = c.get("pg")
         cw.actor_handle_owner = None if c.get("detached") else c.get("owner_address")
         self.ex._set_gpus(c.get("gpu_ids") or [])
         error = None

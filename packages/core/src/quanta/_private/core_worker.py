@@ -116,6 +116,7 @@ class TaskSpec:
         "group",
         "incarnation",  # actor calls: the incarnation it was sent to, None while queued
         "lineage_pins",  # a finished task kept to rebuild its returns: the refs it pinned
+        "pg",  # its placement group context (scheduling_strategies.group_context), or None
     )
 
     def wire(self, gpu_ids: list[int], resolved: list, job_id: str) -> tuple:
@@ -131,6 +132,7 @@ class TaskSpec:
             gpu_ids,
             self.attempt,
             job_id,
+            self.pg,
         )
 
 
@@ -230,6 +232,8 @@ class CoreWorker(ActorCallsMixin):
         self.closed = False
         self.reclaim = False  # the daemon asks for idle leases back (requests are waiting)
         self.current_task_id: bytes | None = None  # set by the executor inside workers
+        # the placement group the running task or actor is in (group_context), or None
+        self.current_pg: tuple | None = None
         self.on_blocked: Callable[[bool], None] | None = None
         self.task_handler: Callable[[Connection, tuple], None] | None = None
         self.lease_requests: dict[int, list] = {}  # req -> [key, daemon conn, queued]
@@ -1097,6 +1101,7 @@ class CoreWorker(ActorCallsMixin):
         resources: dict,
         strategy: str,
         name: str | None,
+        pg: tuple | None = None,
     ) -> list[ObjectRef] | ObjectRefGenerator:
         task_id = ids.new_task_id()
         spec = TaskSpec()
@@ -1115,6 +1120,7 @@ class CoreWorker(ActorCallsMixin):
         spec.parent = self.current_task_id
         spec.attempt = 0
         spec.actor = None
+        spec.pg = pg
         self._encode_args(spec, args, kwargs)
         with self.lock:
             returns = self._track_task(spec)

@@ -165,14 +165,17 @@ class Executor:
             finally:
                 self.running = None
                 self.cw.current_task_id = None
+                if self.cw.actor_id is None:  # an actor keeps its group for its life
+                    self.cw.current_pg = None
 
     def execute(self, conn: Connection, spec: tuple) -> None:
         (task_id, fn_id, fn_name, args, resolved, num_returns, generator, name, gpu_ids,
-         attempt, job_id) = spec
+         attempt, job_id, pg) = spec
         cw = self.cw
         cw.job_id = job_id
         self.running = task_id
         cw.current_task_id = task_id
+        cw.current_pg = pg
         if gpu_ids != self.gpu_ids:
             self._set_gpus(gpu_ids)
         try:

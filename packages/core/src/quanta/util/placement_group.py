@@ -164,6 +164,10 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The group the current task or actor runs in when it was captured; None otherwise
-    (capturing child tasks is not supported yet)."""
-    return None
+    """The placement group the current task or actor was scheduled in (its
+    ``PlacementGroupSchedulingStrategy``, or its parent's when captured); None outside any
+    group, and in a driver."""
+    from quanta._private.api import _cw
+
+    group = _cw().current_pg
+    return None if group is None else PlacementGroup(group[0], group[1], group[2])

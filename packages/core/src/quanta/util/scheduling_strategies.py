@@ -61,6 +61,30 @@ def check_strategy(strategy: Any) -> Any:
     raise TypeError(f"scheduling_strategy of type {type(strategy).__name__} is not supported")
 
 
+def group_context(strategy: Any) -> tuple | None:
+    """What a task or actor scheduled with ``strategy`` carries of its placement group:
+    ``(pg id hex, bundles, group strategy, capture child tasks)``, None outside any group."""
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return None
+    pg = strategy.placement_group
+    return (pg.id.hex(), pg.bundle_specs, pg.strategy,
+            bool(strategy.placement_group_capture_child_tasks))
+
+
+def inherited_strategy(opts: dict[str, Any], cw: Any) -> Any:
+    """The strategy of a task or actor made with ``opts``: its own, or, when it names none
+    and the task or actor making it runs in a placement group that captures its children,
+    that group (any bundle, capturing too), as in Ray."""
+    strategy = opts.get("scheduling_strategy")
+    group = getattr(cw, "current_pg", None)
+    if strategy is not None or group is None or not group[3]:
+        return strategy
+    from quanta.util.placement_group import PlacementGroup
+
+    return PlacementGroupSchedulingStrategy(PlacementGroup(group[0], group[1], group[2]), -1,
+                                            True)
+
+
 def apply_strategy(resources: dict[str, float], strategy: Any) -> tuple[dict[str, float], str]:
     """(resource request, scheduler strategy string) for a checked strategy: a placement
     group strategy turns the request into one on the group's bundle resources."""
