@@ -5,8 +5,6 @@ dies."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import quanta
 from quanta import exceptions as qexc
@@ -149,7 +147,7 @@ def test_a_task_waits_for_a_group_that_becomes_placeable_when_a_node_joins(make_
     c.connect(namespace="x")
     pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
     ref = where.options(scheduling_strategy=in_bundle(pg, 1)).remote()
-    time.sleep(0.3)
+    assert pg.wait(0.3) is False
     assert placement_group_table(pg)["state"] == "PENDING"
     joined = c.add_node(num_cpus=1)
     c.wait_for_nodes()
