@@ -308,6 +308,23 @@ def test_child_tasks_and_actors_are_captured_only_when_asked(quanta_node, captur
     remove_placement_group(pg)
 
 
+def test_a_task_waiting_for_its_captured_child_lends_it_the_bundles_cpu(quanta_node):
+    pg = placement_group([{"CPU": 1}])  # one CPU: the parent's, lent while it waits
+    assert pg.wait(10)
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return "done"
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return ray.get(child.remote(), timeout=30)
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=strategy).remote(), timeout=60) == "done"
+    remove_placement_group(pg)
+
+
 def test_a_captured_child_draws_on_the_groups_resources(quanta_node):
     pg = placement_group([{"CPU": 1}])
     assert pg.wait(10)

@@ -411,6 +411,26 @@ def test_release_cpus_and_reacquire_oversubscribe():
     assert n.available == n.total
 
 
+def test_a_blocked_task_lends_back_its_bundles_cpus_too():
+    n = node(cpus=2, gpus=0)
+    group = {"CPU_group_0_" + "ab" * 14: 1.0, "CPU_group_" + "ab" * 14: 1.0}
+    n.add_resources(RS(dict(group, disk=1)))
+    task = n.allocate(RS(dict(group, disk=1)))
+    assert task is not None and not n.can_fit(RS(group))
+    assert n.release_cpus(task)
+    assert n.can_fit(RS(group))  # a child can run in the same bundle
+    assert n.available_amount("disk") == 0  # other resources stay held
+    assert n.reacquire_cpus(task)
+    assert not n.can_fit(RS(group))
+    n.release_cpus(task)
+    n.remove_resources(list(group))  # the group is removed while the task is blocked
+    n.reacquire_cpus(task)
+    assert not any(name.startswith("CPU_group_") for name in n.available)
+    assert all(n.available_amount(name) == 0 for name in group)
+    n.release(task)
+    assert n.available == n.total == RS({"CPU": 2, "disk": 1})
+
+
 def test_release_while_cpus_lent_does_not_double_count():
     n = node(cpus=2, gpus=0)
     a = n.allocate(req(num_cpus=2))

@@ -416,6 +416,11 @@ class Allocation:
         return f"Allocation({self.resources!r}, gpu_ids={self.gpu_ids}{state})"
 
 
+def _lent_when_blocked(name: str) -> bool:
+    """Whether a blocked worker lends ``name`` back: CPUs, plain or in a bundle."""
+    return name == CPU or name.startswith("CPU_group_")
+
+
 class NodeResources:
     """The resource ledger of one node.
 
@@ -577,7 +582,7 @@ class NodeResources:
         avail = self._avail
         total = self._total_units
         for name, u in alloc.resources._units.items():
-            if name == CPU and alloc._cpus_released:
+            if alloc._cpus_released and _lent_when_blocked(name):
                 continue
             if name in total:  # a resource removed meanwhile (a placement group) stays gone
                 avail[name] = avail.get(name, 0) + u
@@ -605,17 +610,23 @@ class NodeResources:
         self._total = None
 
     def release_cpus(self, alloc: Allocation) -> bool:
-        """Lend ``alloc``'s CPUs back while its worker is blocked (in ``get``/``wait``); GPUs
-        and other resources stay held. Returns False (and does nothing) if they are already
-        lent back. Raises ``ValueError`` for a foreign or released allocation."""
+        """Lend ``alloc``'s CPUs back while its worker is blocked (in ``get``/``wait``): its
+        ``CPU``, and the CPUs it holds in a placement group's bundle (``CPU_group_*``), so a
+        child can run in that bundle; GPUs and other resources stay held. Returns False (and
+        does nothing) if they are already lent back. Raises ``ValueError`` for a foreign or
+        released allocation."""
         self._check(alloc)
         if alloc._cpus_released:
             return False
-        u = alloc.resources._units.get(CPU, 0)
-        if u:
-            self._avail[CPU] = self._avail.get(CPU, 0) + u
+        self._lend(alloc, 1)
         alloc._cpus_released = True
         return True
+
+    def _lend(self, alloc: Allocation, sign: int) -> None:
+        total = self._total_units
+        for name, u in alloc.resources._units.items():
+            if _lent_when_blocked(name) and name in total:  # a removed group's: gone
+                self._avail[name] = self._avail.get(name, 0) + sign * u
 
     def reacquire_cpus(self, alloc: Allocation) -> bool:
         """Take ``alloc``'s CPUs back when its worker resumes, **unconditionally**: available
@@ -627,9 +638,7 @@ class NodeResources:
         self._check(alloc)
         if not alloc._cpus_released:
             return False
-        u = alloc.resources._units.get(CPU, 0)
-        if u:
-            self._avail[CPU] = self._avail.get(CPU, 0) - u
+        self._lend(alloc, -1)
         alloc._cpus_released = False
         return True
 
