@@ -96,6 +96,13 @@ def test_cancel_argument_type(quanta_node):
         ray.cancel("not a ref")
 
 
+def _write_atomically(path, text):
+    """Readers that see the file see its whole text."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
 @ray.remote
 def child_task(started, marker):
     with open(started + ".tmp", "w") as f:
@@ -104,11 +111,9 @@ def child_task(started, marker):
     try:
         time.sleep(3)
     except BaseException:
-        with open(marker, "w") as f:
-            f.write("cancelled")
+        _write_atomically(marker, "cancelled")
         raise
-    with open(marker, "w") as f:
-        f.write("finished")
+    _write_atomically(marker, "finished")
     return "child done"
 
 
