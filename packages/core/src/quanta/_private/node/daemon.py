@@ -108,6 +108,22 @@ class LeaseRequest:
         self.key_list = key_list
         self.queued = False
 
+    def tell_queued(self) -> None:
+        """Answer the submitter "queued" (once): it must wait, so it may pipeline."""
+        if not self.queued:
+            self.queued = True
+            self._send((m.REPLY, self.req, True, "queued"))
+
+    def fail(self, why: str) -> None:
+        """Answer the submitter that this request can never be granted, and why."""
+        self._send((m.LEASE_FAIL, self.req, why, self.key_list))
+
+    def _send(self, msg: tuple) -> None:
+        try:
+            self.conn.send(msg)
+        except ConnectionClosed:
+            pass
+
 
 # ----------------------------------------------------------------------------------------
 # zygote
@@ -584,12 +600,8 @@ class NodeDaemon:
         """Grant ``lr`` here as soon as its resources and a worker are free."""
         self.requests.append(lr)
         self._schedule()
-        if not lr.queued and lr in self.requests:
-            lr.queued = True
-            try:
-                lr.conn.send((m.REPLY, lr.req, True, "queued"))
-            except ConnectionClosed:
-                pass
+        if lr in self.requests:
+            lr.tell_queued()
 
     def _flush_storage(self) -> None:
         """Write the control store's pending changes; on failure (locked or full disk) keep
@@ -607,10 +619,7 @@ class NodeDaemon:
         keep = collections.deque()
         for lr in self.requests:
             if any(pg_of_resource(n) == pg_id for n in lr.resources):
-                try:
-                    lr.conn.send((m.LEASE_FAIL, lr.req, why, lr.key_list))
-                except ConnectionClosed:
-                    pass
+                lr.fail(why)
             else:
                 keep.append(lr)
         self.requests = keep

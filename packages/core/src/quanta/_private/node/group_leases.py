@@ -69,7 +69,7 @@ class GroupLeases:
             return
         state, nodes = where
         if state == REMOVED or not nodes:
-            self._fail(lr, removed_text(pg_id))
+            lr.fail(removed_text(pg_id))
             return
         target = self.pick(lr.resources, nodes, index)
         address = None if target in (None, d.node_id) else d.view.address_of(target)
@@ -95,9 +95,9 @@ class GroupLeases:
         d = self.d
         if d.bundles.settled(pg_id) and not d.resources.feasible(lr.resources):
             have = {k: v for k, v in d.resources.total.to_dict().items() if pg_id in k}
-            self._fail(lr, f"No node can ever run this task: it requires {lr.resources!r} "
-                           f"but its placement group's bundles on node {d.node_id} have "
-                           f"{have!r}. Lower the request or make the bundle bigger.")
+            lr.fail(f"No node can ever run this task: it requires {lr.resources!r} "
+                    f"but its placement group's bundles on node {d.node_id} have "
+                    f"{have!r}. Lower the request or make the bundle bigger.")
             return
         d.queue_lease(lr)
 
@@ -120,18 +120,7 @@ class GroupLeases:
 
     def _park(self, lr: LeaseRequest, pg_id: str) -> None:
         self.parked.setdefault(pg_id, []).append(lr)
-        if not lr.queued:
-            lr.queued = True
-            try:
-                lr.conn.send((m.REPLY, lr.req, True, "queued"))
-            except ConnectionClosed:
-                pass
-
-    def _fail(self, lr: LeaseRequest, why: str) -> None:
-        try:
-            lr.conn.send((m.LEASE_FAIL, lr.req, why, lr.key_list))
-        except ConnectionClosed:
-            pass
+        lr.tell_queued()
 
     def _ask(self, pg_id: str) -> None:
         """Ask the head where the group is (a member daemon); parked requests go on then."""
