@@ -48,7 +48,7 @@ def descendants(pid: int) -> set[int]:
         p = todo.pop()
         try:
             tids = os.listdir(f"/proc/{p}/task")
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
             continue
         for tid in tids:
             try:
