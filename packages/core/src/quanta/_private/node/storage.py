@@ -5,6 +5,10 @@ session directory, so a restarted head keeps its state without any extra server)
 :class:`MemoryStorage` (tests, and ``--storage memory``). SQLite runs in WAL mode with
 ``synchronous=NORMAL``.
 
+The file holds the cluster's KV values and the head's token, so it is private to its user:
+the database and its ``-wal`` and ``-shm`` files are created (or tightened to) mode 0600,
+whatever the umask, and a parent directory that storage creates is mode 0700.
+
 Writes are *write-behind*: ``put`` and ``delete`` take effect for readers at once (a pending
 map is consulted first) and reach the file on ``flush()``, in one transaction. The daemon
 flushes a few milliseconds after the first unflushed write and when it stops, so bursts
@@ -14,6 +18,8 @@ crash loses at most those milliseconds of changes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -59,12 +65,18 @@ class SqliteStorage:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _create_private(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, bytes], bytes | None] = {}  # None: deleted
         self.on_dirty: Callable[[], None] | None = None  # called on the first unflushed write
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # SQLite gives -wal/-shm the database's mode when it creates them; ones left by an
+        # earlier run (of a looser file) are tightened here.
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path + suffix, 0o600)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS kv (tbl TEXT NOT NULL, key BLOB NOT NULL, "
             "value BLOB NOT NULL, PRIMARY KEY (tbl, key))"
@@ -139,6 +151,21 @@ class SqliteStorage:
         self.flush()
         with self._lock:
             self._db.close()
+
+
+def _create_private(path: str) -> None:
+    """Create the database file ``path`` with mode 0600 (its directory with 0700 when it does
+    not exist), or tighten an existing one to 0600, before SQLite opens it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        os.chmod(parent, 0o700)  # whatever the umask
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def open_storage(spec: str) -> Storage:
