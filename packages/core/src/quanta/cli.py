@@ -24,9 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--head", action="store_true", help="start the head node of a new cluster")
     st.add_argument("--address", default=None,
                     help="HOST:PORT of a head (its --port) to join as a member node")
+    st.add_argument("--token-file", default=None, metavar="PATH",
+                    help="a file holding the cluster's token (the head's "
+                         "<session>/cluster_token). With --address: the token to join with "
+                         "(default: $QUANTA_CLUSTER_TOKEN, or the token of the head recorded "
+                         "on this machine). With --head: the token the head accepts (default: "
+                         "$QUANTA_CLUSTER_TOKEN, or the one kept in its --storage, or a new "
+                         "one)")
     st.add_argument("--token", default=None,
-                    help="with --address: the cluster's token (default: $QUANTA_CLUSTER_TOKEN,"
-                         " or the token of the head recorded on this machine)")
+                    help="the cluster's token on the command line: visible to other users in "
+                         "`ps`, prefer --token-file or $QUANTA_CLUSTER_TOKEN (kept for "
+                         "compatibility)")
     st.add_argument("--num-cpus", type=float, default=None,
                     help="CPUs of the node (default: what this machine lets us use)")
     st.add_argument("--num-gpus", type=float, default=None, help="GPUs of the node (default 0)")
@@ -53,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--block", action="store_true",
                     help="stay in the foreground until the node stops (Ctrl-C stops it)")
 
-    sp = sub.add_parser("stop", help="stop the cluster started with `quanta start`")
+    sp = sub.add_parser("stop", help="stop the cluster started with `quanta start`",
+                        description="Stop this machine's member nodes (`quanta start "
+                                    "--address`), then its head (`quanta start --head`).")
+    sp.add_argument("--head-only", action="store_true",
+                    help="stop the head only: this machine's member nodes keep running and "
+                         "join the head again when it is restarted (on its --storage, with "
+                         "the same --port)")
     sp.add_argument("--force", action="store_true",
                     help="kill its processes with SIGKILL at once instead of asking it to stop")
     sp.add_argument("--grace-period", type=float, default=10.0,
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     "Exits with 1 when a plugin fails to load.")
     pl.add_argument("--json", action="store_true", help="print the list as JSON")
     args = parser.parse_args(argv)
+    if args.command == "start" and args.token is not None:
+        _warn_token_in_argv(st, args, reexec=argv is None)
     if args.command == "start":
         return _start(st, args)
     if args.command == "stop":
@@ -97,6 +113,83 @@ def main(argv: list[str] | None = None) -> int:
 
 def _err(msg: str) -> None:
     print(f"quanta: {msg}", file=sys.stderr, flush=True)
+
+
+def _warn_token_in_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                        reexec: bool) -> None:
+    """``--token T``: warn that other users see it in ``ps``; with ``--block`` (a process
+    that stays), run this command again with the token moved into the environment, so that
+    the blocking process's command line never holds it."""
+    from quanta._private import cluster_token
+
+    if args.token_file is not None:
+        parser.error("give either --token or --token-file, not both")
+    try:
+        cluster_token.validate(args.token)
+    except ValueError as e:
+        parser.error(str(e))
+    _err("warning: a token on the command line (--token) is visible to other users of this "
+         "machine in `ps`; use --token-file PATH or set QUANTA_CLUSTER_TOKEN instead")
+    if not (reexec and args.block):
+        return
+    argv = _argv_without_token(args.token)
+    if argv is None:
+        return
+    env = dict(os.environ)
+    env[cluster_token.ENV_VAR] = args.token
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def _argv_without_token(token: str) -> list[str] | None:
+    """This process's full command line (interpreter, its options, the script or ``-m
+    module``, the CLI's arguments) without ``--token T`` / ``--token=T``; None when it cannot
+    be rebuilt without the token."""
+    orig = list(getattr(sys, "orig_argv", []))
+    ours = sys.argv[1:]
+    if not orig or len(orig) < len(ours) or orig[len(orig) - len(ours):] != ours:
+        return None
+    prefix, kept, skip = orig[:len(orig) - len(ours)], [], False
+    for a in ours:
+        if skip:
+            skip = False
+        elif a == "--token":
+            skip = True
+        elif not a.startswith("--token="):
+            kept.append(a)
+    argv = [sys.executable, *prefix[1:], *kept]
+    return None if any(token in a for a in argv) else argv
+
+
+def _read_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The token given to ``quanta start``: ``--token``, else the file ``--token-file``
+    names, else ``$QUANTA_CLUSTER_TOKEN``; None when none is. Exits with a usage error (naming
+    where it came from) when it is not a valid token."""
+    from quanta._private import cluster_token
+
+    if args.token is not None:
+        if args.token_file is not None:
+            parser.error("give either --token or --token-file, not both")
+        token, where = args.token, "--token"
+    elif args.token_file is not None:
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except OSError as e:
+            parser.error(f"--token-file {args.token_file}: cannot read the token: "
+                         f"{e.strerror or e}")
+        where = f"--token-file {args.token_file}"
+    elif os.environ.get(cluster_token.ENV_VAR):
+        token, where = os.environ[cluster_token.ENV_VAR], f"${cluster_token.ENV_VAR}"
+    else:
+        return None
+    try:
+        return cluster_token.validate(token)
+    except ValueError:
+        parser.error(f"{where}: expected the cluster's token, at least 16 lowercase hex "
+                     f"characters (the head's <session>/{cluster_token.FILE_NAME}), got "
+                     f"{'an empty value' if not token else f'{len(token)} other characters'}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -137,7 +230,7 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     resources = _parse_resources(parser, args.resources)
 
     from quanta import exceptions as exc
-    from quanta._private import cluster, cluster_token, resource_detect
+    from quanta._private import cluster, resource_detect
 
     storage = None
     if args.storage is not None:
@@ -147,13 +240,7 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not os.path.isdir(os.path.dirname(storage)):
             parser.error(f"--storage {args.storage}: the directory {os.path.dirname(storage)} "
                          "does not exist")
-    if args.token is not None:
-        if args.head:
-            parser.error("--token is for joining a cluster (--address); the head makes one")
-        try:
-            cluster_token.validate(args.token)
-        except ValueError as e:
-            parser.error(str(e))
+    token = _read_token(parser, args)
     memory = args.memory or resource_detect.detect_memory_bytes()
     store = args.object_store_memory or resource_detect.default_object_store_bytes(memory)
     cpus = resource_detect.detect_cpus() if args.num_cpus is None else args.num_cpus
@@ -161,7 +248,7 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.address is not None:
             proc, rec = cluster.start_member(
-                head_address=args.address, token=args.token, num_cpus=cpus,
+                head_address=args.address, token=token, num_cpus=cpus,
                 num_gpus=args.num_gpus or 0, memory=memory, object_store_memory=store,
                 resources=resources, node_ip=node_ip, node_port=args.node_manager_port)
             note = None
@@ -169,7 +256,8 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             proc, rec, note = cluster.start_head(
                 num_cpus=cpus, num_gpus=args.num_gpus or 0, memory=memory,
                 object_store_memory=store, resources=resources, node_ip=node_ip,
-                port=args.port, storage=storage, node_port=args.node_manager_port)
+                port=args.port, token=token, storage=storage,
+                node_port=args.node_manager_port)
     except ValueError as e:
         _err(str(e))
         return 2
@@ -232,50 +320,52 @@ def _print_started(rec: dict[str, Any], cpus: float, gpus: float, memory: int, s
             f"  quanta.init(address=\"{rec['control_address']}\") works too.",
             "",
             "Join another node to this cluster with:",
-            f"    quanta start --address={rec['control_address']} --token=<token>",
-            f"  (the token is in {rec['session_dir']}/cluster_token, readable by you only)",
+            f"    quanta start --address={rec['control_address']} "
+            f"--token-file {rec['session_dir']}/cluster_token",
+            "  (the file is readable by you only: copy it to the other machines, or set "
+            "QUANTA_CLUSTER_TOKEN there)",
         ]
     lines += [
         "",
         "See the cluster with:  quanta status",
         "Stop it with:          quanta stop",
+        "Stop the head only:    quanta stop --head-only  (this machine's members keep running)",
     ]
     print("\n".join(lines), flush=True)
 
 
 def _block(proc: Any, rec: dict[str, Any]) -> int:
-    """Stay in the foreground until the daemon exits; Ctrl-C or SIGTERM stops the node."""
+    """Stay in the foreground until the daemon exits; Ctrl-C or SIGTERM stops this node only
+    (a member never stops its head or the other nodes of the machine; a head leaves the
+    members, which wait for a head to join again)."""
     from quanta._private import cluster
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    what = "member node" if cluster.is_member_record(rec) else "head node"
     signal.signal(signal.SIGTERM, on_term)
-    print("--block: staying in the foreground; Ctrl-C stops the node.", flush=True)
+    print(f"--block: staying in the foreground; Ctrl-C stops this {what}.", flush=True)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        rec2, how, _ = cluster.stop()
-        if rec2 is not None and rec2["pid"] == rec["pid"]:
-            print(f"Stopped the Quanta node (pid {rec['pid']}).", flush=True)
+        how = cluster.stop_node(rec)
+        if how is not None:
+            print(f"Stopped the Quanta {what} (pid {rec['pid']}).", flush=True)
         try:
             proc.wait(5)
         except Exception:  # noqa: BLE001 - not our child any more, or already reaped
             pass
         return 0
-    with cluster.record_lock():
-        current = cluster.read_record()
-        ours = current is not None and current.get("pid") == rec["pid"]
-        if ours:  # not stopped by `quanta stop` (which removes the record first)
-            cluster.stop_node_daemon(rec, force=True, timeout=0)
-            cluster.remove_record(rec["pid"])
+    # Not stopped by `quanta stop` (which removes the record first): clean up after it.
+    ours = cluster.stop_node(rec, force=True, timeout=0) is not None
     if ours:
         _err(f"the node daemon (pid {rec['pid']}) exited unexpectedly with code {code}; "
              f"see {rec['log']} (removed with the session)")
         return 1
-    print(f"The Quanta node (pid {rec['pid']}) has stopped.", flush=True)
+    print(f"The Quanta {what} (pid {rec['pid']}) has stopped.", flush=True)
     return 0
 
 
@@ -286,7 +376,8 @@ def _stop(args: argparse.Namespace) -> int:
     from quanta._private import cluster
 
     try:
-        rec, how, members = cluster.stop(force=args.force, timeout=max(0.0, args.grace_period))
+        rec, how, members = cluster.stop(force=args.force, timeout=max(0.0, args.grace_period),
+                                         head_only=args.head_only)
     except OSError as e:
         _err(f"could not stop the cluster recorded in {cluster.record_path()}: {e}")
         return 1
@@ -300,6 +391,10 @@ def _stop(args: argparse.Namespace) -> int:
         print("No Quanta cluster is running (nothing recorded in "
               f"{cluster.record_path()}).")
         return 0
+    if args.head_only and cluster.read_members():
+        print("This machine's member nodes keep running: they join the head again when it "
+              "is started again at the same --port (on its --storage, so that it knows them "
+              "and their detached actors).")
     where = f"pid {rec['pid']}, {rec['address']}"
     if how == "stale":
         print(f"The recorded Quanta cluster ({where}) was no longer running; removed its "

@@ -421,9 +421,9 @@ def start_member(*, head_address: str, token: str | None, num_cpus: float, num_g
     token = token or local_token()
     if not token:
         raise ValueError(
-            "quanta start --address: no cluster token. Pass --token (the head prints it at "
-            "start; it is in <session>/cluster_token on the head's machine) or set "
-            "QUANTA_CLUSTER_TOKEN.")
+            "quanta start --address: no cluster token. Pass --token-file PATH (the file "
+            "<session>/cluster_token on the head's machine; the head prints its path at "
+            "start) or set QUANTA_CLUSTER_TOKEN.")
     proc, node, log_path = start_head_node(
         num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
         object_store_memory=object_store_memory, resources=resources, node_ip=node_ip,
@@ -454,15 +454,16 @@ def _node_record(proc: Any, node: dict[str, Any], node_ip: str, log_path: str,
     }
 
 
-def stop(force: bool = False, timeout: float = 10.0
+def stop(force: bool = False, timeout: float = 10.0, head_only: bool = False
          ) -> tuple[dict[str, Any] | None, str, list[tuple[dict[str, Any], str]]]:
-    """Stop the member nodes recorded on this machine, then the recorded head. Returns
-    ``(head record or None, what happened to it, [(member record, what happened)])``; what
-    happened is ``"none"`` (nothing recorded), ``"stale"`` (its daemon was already gone),
-    ``"stopped"`` (it shut down when asked) or ``"killed"`` (SIGKILL to its processes)."""
+    """Stop the member nodes recorded on this machine (unless ``head_only``), then the
+    recorded head. Returns ``(head record or None, what happened to it, [(member record, what
+    happened)])``; what happened is ``"none"`` (nothing recorded), ``"stale"`` (its daemon was
+    already gone), ``"stopped"`` (it shut down when asked) or ``"killed"`` (SIGKILL to its
+    processes)."""
     with record_lock():
         members = []
-        for mrec in read_members():
+        for mrec in [] if head_only else read_members():
             members.append((mrec, stop_node_daemon(mrec, force=force, timeout=timeout)))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_member_path(mrec["pid"]))
@@ -472,6 +473,34 @@ def stop(force: bool = False, timeout: float = 10.0
         how = stop_node_daemon(rec, force=force, timeout=timeout)
         remove_record(rec["pid"])
         return rec, how, members
+
+
+def is_member_record(rec: dict[str, Any]) -> bool:
+    """Whether ``rec`` (written by ``quanta start``) is a member node's, not the head's."""
+    return bool(rec.get("head_address"))
+
+
+def stop_node(rec: dict[str, Any], *, force: bool = False, timeout: float = 10.0
+              ) -> str | None:
+    """Stop the one node ``rec`` describes (the head, or a member node started on this
+    machine) and remove its record; never another node. Returns what happened (see
+    :func:`stop`), or None when ``rec`` is no longer recorded (``quanta stop`` got there
+    first)."""
+    with record_lock():
+        if is_member_record(rec):
+            path = _member_path(rec["pid"])
+            if not os.path.exists(path):
+                return None
+            how = stop_node_daemon(rec, force=force, timeout=timeout)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return how
+        current = read_record()
+        if current is None or current.get("pid") != rec["pid"]:
+            return None
+        how = stop_node_daemon(rec, force=force, timeout=timeout)
+        remove_record(rec["pid"])
+        return how
 
 
 def stop_node_daemon(rec: dict[str, Any], *, force: bool, timeout: float) -> str:

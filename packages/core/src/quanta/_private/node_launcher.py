@@ -89,8 +89,11 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
 
     session_dir = tempfile.mkdtemp(prefix="quanta-session-")
     log_dir = os.path.join(session_dir, "logs")
-    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
+    os.chmod(log_dir, 0o700)  # whatever the umask: task output may hold secrets
     log_path = os.path.join(log_dir, "daemon.log")
+    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(log_path, 0o600)
     cmd = _daemon_cmd(session_dir, num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
                       object_store_memory=object_store_memory, resources=resources)
     cmd += ["--node-ip", node_ip]
