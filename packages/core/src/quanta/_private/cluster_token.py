@@ -1,9 +1,11 @@
 """The cluster token: the shared secret every node and driver presents to the head.
 
-``quanta start --head`` generates it (128 random bits, hex) and stores it in
-``<session>/cluster_token`` with mode 0600 (readable by the user who started the head only).
-Joining processes pass it with ``--token`` / ``QUANTA_CLUSTER_TOKEN``, or read it from that
-file when they run on the head's machine as the same user. It travels in the ``quanta-token``
+``quanta start --head`` generates it (128 random bits, hex), or takes it from
+``--token-file`` / ``QUANTA_CLUSTER_TOKEN`` (a head restarted on its ``--storage`` reuses the
+one kept there), and stores it in ``<session>/cluster_token`` with mode 0600 (readable by the
+user who started the head only). Joining processes pass it with ``--token-file`` /
+``QUANTA_CLUSTER_TOKEN`` (``--token`` too, which ``ps`` shows), or read it from that file when
+they run on the head's machine as the same user. Daemons get it by environment only. It travels in the ``quanta-token``
 metadata entry of every control-plane call; the head refuses a missing or wrong token with
 ``UNAUTHENTICATED`` (compared in constant time).
 """
