@@ -297,9 +297,13 @@ def test_object_store_capped_by_shm(monkeypatch):
     assert size < GiB
 
 
-def test_object_store_small_shm_has_floor(monkeypatch):
-    fake_statvfs(monkeypatch, 64 * MiB)  # Docker's default /dev/shm
-    assert rd.default_object_store_bytes(100 * GiB) == 64 * MiB
+def test_object_store_small_shm_is_not_exceeded(monkeypatch):
+    fake_statvfs(monkeypatch, 64 * MiB)  # Docker's default /dev/shm: no 64 MiB floor over it
+    assert rd.default_object_store_bytes(100 * GiB) == 48 * MiB
+    fake_statvfs(monkeypatch, 20 * MiB)
+    assert rd.default_object_store_bytes(100 * GiB) == 15 * MiB
+    fake_statvfs(monkeypatch, 0)
+    assert rd.default_object_store_bytes(100 * GiB) == 0
 
 
 def test_object_store_small_memory_has_floor(monkeypatch):

@@ -686,7 +686,8 @@ class CoreWorker(ActorCallsMixin):
         hexid = oid.hex()
         path = os.path.join(self.store_dir, shm_store.object_file_name(hexid))
         size = shm_store.write_object(path, b"", ser.payload, ser.buffers,
-                                      reuse=self._take_recycled(ser.size))
+                                      reuse=self._take_recycled(ser.size),
+                                      spill_dir=os.path.join(self.session_dir, "spill"))
         self._send_daemon((m.OBJECT_SEALED, hexid, size))
         return (m.VALUE_SHM, size, self.node_id)
 

@@ -281,21 +281,25 @@ def detect_memory_bytes(root: str = "/") -> int:
 def default_object_store_bytes(memory_bytes: int, shm_dir: str = "/dev/shm") -> int:
     """The default object-store size for a node with ``memory_bytes`` of usable memory.
 
-    30% of ``memory_bytes``, at most 200 GB, and at most the free space of ``shm_dir``
-    (``os.statvfs``: ``f_bavail * f_frsize``) minus a safety margin of 10% of that free space
-    (at least 16 MiB). If ``shm_dir`` cannot be examined (it does not exist, as on macOS) the
-    shared-memory cap is skipped. The result is rounded down to a multiple of 4096 and is never
-    below 64 MiB (:data:`MIN_OBJECT_STORE_BYTES`), even if ``shm_dir`` is smaller than that
-    (Docker's default 64 MB ``/dev/shm``): the caller decides whether to fall back elsewhere.
+    30% of ``memory_bytes``, at most 200 GB and at least 64 MiB
+    (:data:`MIN_OBJECT_STORE_BYTES`), then at most the space really free in ``shm_dir``
+    (``os.statvfs``: ``f_bavail * f_frsize``) minus a safety margin: 10% of that free space,
+    at least 16 MiB (but never more than a quarter of it, so a small ``/dev/shm`` such as
+    Docker's 64 MB still gets most of its room). The 64 MiB floor never overrides the free
+    space: a store sized past it would only fail with ``ENOSPC`` (objects that do not fit
+    go to the spill directory on disk). If ``shm_dir`` cannot be examined (it does not
+    exist, as on macOS) the shared-memory cap is skipped. The result is rounded down to a
+    multiple of 4096 (and is 0 when ``shm_dir`` is full).
     """
     size = min(int(memory_bytes * OBJECT_STORE_MEMORY_FRACTION), MAX_DEFAULT_OBJECT_STORE_BYTES)
+    size = max(size, MIN_OBJECT_STORE_BYTES)
     try:
         st = os.statvfs(shm_dir)
     except (AttributeError, OSError, ValueError):
         st = None
     if st is not None:
         free = st.f_bavail * st.f_frsize
-        margin = max(free // 10, _SHM_MIN_MARGIN_BYTES)
+        margin = max(free // 10, min(_SHM_MIN_MARGIN_BYTES, free // 4))
         size = min(size, free - margin)
     size -= size % _PAGE
-    return max(size, MIN_OBJECT_STORE_BYTES)
+    return max(size, 0)

@@ -23,6 +23,18 @@ from then on it owns the object's placement:
   reader never opens a partially restored file in ``shm_dir`` and a crash mid
   spill never leaves a truncated file under the final spill name.
 
+Full shared memory: the capacity can be more than the filesystem of
+``shm_dir`` really has free (the user asked for more, or other processes
+use /dev/shm too; :meth:`__init__` warns once when the capacity exceeds the
+free space).  A creator whose write into ``shm_dir`` fails with ``ENOSPC``
+writes the object into ``spill_dir`` instead (``write_object(spill_dir=...)``)
+and seals it as usual: :meth:`sealed` finds the file there and records the
+object as spilled.  :meth:`restore` of a spilled object that ``shm_dir``
+cannot take (``ENOSPC``/``EDQUOT`` while moving it back) returns its path in
+``spill_dir``: readers then map the disk file (slower to fault in, still
+correct).  A spill that fails (the disk is full too) is logged and leaves
+the store over capacity instead of failing the seal or restore.
+
 Recency is an ``OrderedDict`` per location (O(1) touch / pop-LRU).  "Use" is
 sealing, :meth:`touch` and :meth:`restore`; the daemon calls :meth:`touch`
 whenever it hands out a location for a read.
@@ -55,11 +67,14 @@ import os
 import shutil
 from collections import OrderedDict
 
-from quanta._private.shm_store import object_file_name
+from quanta._private.shm_store import free_bytes, object_file_name
 
 __all__ = ["ObjectStore"]
 
 logger = logging.getLogger(__name__)
+
+# Errors that mean "the destination directory is full".
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _unlink_quiet(path: str) -> None:
@@ -132,6 +147,17 @@ class ObjectStore:
         self._num_restores = 0
         self._bytes_spilled_total = 0
         self._bytes_restored_total = 0
+        self._num_written_to_spill = 0  # creators that found shm_dir full
+        self._num_served_from_spill = 0  # restores that shm_dir could not take
+        self._warned_full = False
+        free = free_bytes(shm_dir)
+        if free is not None and self._capacity > free:
+            logger.warning(
+                "object store capacity (%d bytes) exceeds the free space of %s (%d bytes): "
+                "objects that do not fit are written to the spill directory %s on disk "
+                "(slower). Lower object_store_memory / --object-store-memory or enlarge "
+                "that filesystem (/dev/shm; Docker: --shm-size).",
+                self._capacity, shm_dir, free, spill_dir)
 
     # -- paths -------------------------------------------------------------
 
@@ -198,6 +224,8 @@ class ObjectStore:
             "num_restores_total": self._num_restores,
             "bytes_spilled_total": self._bytes_spilled_total,
             "bytes_restored_total": self._bytes_restored_total,
+            "num_written_to_spill_total": self._num_written_to_spill,
+            "num_served_from_spill_total": self._num_served_from_spill,
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -214,8 +242,11 @@ class ObjectStore:
         one while others are resident).  Sealing an id that is already known
         replaces its accounting with the new size (e.g. an object that was
         reconstructed and rewritten); a stale spilled copy is removed.
-        ``OSError`` from a failed spill propagates after the accounting of
-        this object has been recorded.
+        A spill that fails is logged (see :meth:`_make_room`).
+
+        A creator that found ``shm_dir`` full wrote the file into ``spill_dir``
+        instead (``write_object(spill_dir=...)``): when the file is there and
+        not in ``shm_dir``, the object is recorded as spilled.
         """
         self._check_alive()
         if size < 0:
@@ -224,6 +255,12 @@ class ObjectStore:
         object_file_name(oid)  # validate the id
         was_spilled = oid in self._spilled
         self.forget(oid)
+        if not os.path.exists(self.path_for(oid)) and os.path.exists(self._spill_path(oid)):
+            self._spilled[oid] = size
+            self._spilled_bytes += size
+            self._num_written_to_spill += 1
+            self._warn_full(oid, size, "was written to")
+            return
         if was_spilled:
             _unlink_quiet(self._spill_path(oid))
         self._resident[oid] = size
@@ -245,6 +282,9 @@ class ObjectStore:
         path appears atomically, complete), after spilling least recently used
         objects to make room; if it alone exceeds capacity it is restored
         anyway, with a warning.  The object becomes most recently used.
+        If ``shm_dir`` is full (the move fails with ``ENOSPC``/``EDQUOT``), the
+        object stays spilled and its path in ``spill_dir`` is returned: readers
+        map it there.
 
         Raises ``KeyError`` if the id is unknown (never sealed, or deleted).
         If the spilled file has vanished, the object is forgotten and
@@ -270,6 +310,13 @@ class ObjectStore:
             self._spilled_bytes -= size
             logger.error("spilled object %s vanished from %s", oid, self._spill_dir)
             raise
+        except OSError as e:
+            if e.errno not in _FULL_ERRNOS:
+                raise
+            self._spilled.move_to_end(oid)
+            self._num_served_from_spill += 1
+            self._warn_full(oid, size, "is read from")
+            return self._spill_path(oid)
         del self._spilled[oid]
         self._spilled_bytes -= size
         self._resident[oid] = size
@@ -323,11 +370,27 @@ class ObjectStore:
 
     # -- spilling ----------------------------------------------------------
 
+    def _warn_full(self, oid: str, size: int, how: str) -> None:
+        """Log, once per store, that ``shm_dir`` is full and objects live on disk."""
+        if self._warned_full:
+            return
+        self._warned_full = True
+        free = free_bytes(self._shm_dir)
+        logger.warning(
+            "the object store directory %s is full (%s bytes free, %d bytes used by sealed "
+            "objects, capacity %d bytes): object %s (%d bytes) %s the spill directory %s on "
+            "disk, and so will other objects that do not fit (slower). Lower "
+            "object_store_memory / --object-store-memory below the free shared memory or "
+            "enlarge that filesystem (/dev/shm; Docker: --shm-size). Logged once.",
+            self._shm_dir, "unknown" if free is None else free, self._used, self._capacity,
+            oid, size, how, self._spill_dir)
+
     def _make_room(self, incoming: int, protect: str) -> None:
         """Spill LRU resident objects until ``used + incoming <= capacity``.
 
-        ``protect`` is never spilled.  If nothing else is left to spill, the
-        store stays over capacity and a warning is logged.
+        ``protect`` is never spilled.  If nothing else is left to spill, or a
+        spill fails (the spill disk is full too), the store stays over capacity
+        and a warning is logged.
         """
         while self._used + incoming > self._capacity:
             victim = next((oid for oid in self._resident if oid != protect), None)
@@ -340,7 +403,14 @@ class ObjectStore:
                     self._capacity,
                 )
                 return
-            self._spill(victim)
+            try:
+                self._spill(victim)
+            except OSError as e:
+                logger.warning(
+                    "cannot spill object %s to %s (%s); the object store stays over its "
+                    "capacity (%d of %d bytes used)", victim, self._spill_dir, e, self._used,
+                    self._capacity)
+                return
 
     def _spill(self, oid: str) -> None:
         size = self._resident[oid]
