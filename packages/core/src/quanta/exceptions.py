@@ -146,7 +146,9 @@ class ReferenceCountingAssertionError(ObjectLostError):
 
 
 class ObjectStoreFullError(RayError):
-    """The object store is full and nothing can be spilled."""
+    """An object fits neither in the node's shared-memory store (``/dev/shm``) nor in its spill
+    directory on disk (raised by ``put`` and for a task's large return value). The message
+    names the bytes asked for, the bytes free in both directories and what to change."""
 
 
 class OutOfMemoryError(RayError):
