@@ -236,8 +236,8 @@ def test_a_wrong_token_is_refused(shell):
     assert [n["node_id"] for n in _status_nodes(shell)] == [head["node_id"]]
     res = shell.quanta("start", "--address", head["control_address"], "--token", "short")
     assert res.returncode == 2 and "--token" in res.stderr
-    res = shell.quanta("start", "--head", "--token", "0123456789abcdef0123456789abcdef")
-    assert res.returncode == 2 and "--token is for joining" in res.stderr
+    res = shell.quanta("start", "--head", "--token", "short")
+    assert res.returncode == 2 and "--token" in res.stderr
     # the right token, given explicitly, works (from QUANTA_CLUSTER_TOKEN too)
     with open(os.path.join(head["session_dir"], "cluster_token")) as f:
         token = f.read().strip()

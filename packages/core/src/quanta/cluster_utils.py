@@ -32,6 +32,7 @@ class ClusterNode:
         self.address: str = info["DaemonAddress"]
         self.session_dir: str = info["SessionDir"]
         self.object_store_dir: str = info["ObjectStoreDir"]
+        self.node_address: str | None = info.get("NodeAddress")  # its TCP node port
         self.is_head = is_head
 
     @property

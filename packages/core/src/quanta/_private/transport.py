@@ -17,6 +17,15 @@ whose first item is its type (a small int from :mod:`quanta._private.messages`).
 written back to back are read in one ``recv`` and dispatched in order, so bursts batch
 naturally.
 
+Trust and failure. A pickle is code, so a frame is unpickled only from a peer that is trusted:
+Unix sockets live in the session directory, which only the node's user can enter; every TCP
+connection first passes the mutual challenge-response of :mod:`quanta._private.call_auth`
+over the cluster token (:attr:`Reactor.token`), raw bytes before any frame. Reading is also the
+process's *error boundary*: a frame longer than :data:`MAX_FRAME_BYTES` (``QUANTA_MAX_FRAME_BYTES``),
+one that does not unpickle or is not a non-empty tuple, and a handler that raises all close
+that one connection (and are logged, at most once a second per kind); nothing a peer sends
+stops the process that reads it.
+
 Addresses are ``unix:///path/to/socket``, ``tcp://host:port`` or, for a process of a
 cluster node, ``tcp://host:port/<process id>``: the node's one TCP port serves every process
 on it. A connection to such an address opens a TCP connection to the node's daemon and sends
@@ -29,7 +38,9 @@ needs no port per worker.
 from __future__ import annotations
 
 import collections
+import errno
 import heapq
+import logging
 import os
 import pickle
 import selectors
@@ -41,10 +52,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from quanta._private import call_auth
 from quanta._private.messages import ROUTE
 from quanta._private.wake_timer import WakeTimer
 
 _HEADER = struct.Struct("<I")
+MAX_FRAME_BYTES = int(os.environ.get("QUANTA_MAX_FRAME_BYTES", 1 << 30))
+"""The longest frame a process accepts (and sends). Values of 100 KiB and more travel in
+shared memory or in chunked pulls, so only a runaway message (or a hostile one) comes near."""
+ACCEPT_BACKOFF_S = 0.5  # how long a listener rests when the process is out of descriptors
+_log = logging.getLogger("quanta.transport")
+_last_logged: dict[str, float] = {}
+
+
+def log_limited(kind: str, message: str, *, exc_info: bool = False) -> None:
+    """Log ``message`` as an error unless a message of the same ``kind`` was logged less than
+    a second ago (a peer that misbehaves in a loop cannot flood the log)."""
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -2.0) >= 1.0:
+        _last_logged[kind] = now
+        _log.error(message, exc_info=exc_info)
 _RECV_SIZE = 1 << 18
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -113,6 +140,18 @@ class ConnectionClosed(ConnectionError):
     """Raised when sending on a connection whose peer has gone away."""
 
 
+class FrameTooLarge(ValueError):
+    """A message to send pickles to more than :data:`MAX_FRAME_BYTES`."""
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_FRAME_BYTES:
+        raise FrameTooLarge(
+            f"a message of {size} bytes exceeds the call plane's frame limit of "
+            f"{MAX_FRAME_BYTES} bytes (QUANTA_MAX_FRAME_BYTES); pass large values with "
+            "put() instead, which stores them in shared memory")
+
+
 def split_route(address: str) -> tuple[str, str | None]:
     """``("tcp://host:port", process_id)`` for a routed address, ``(address, None)`` else."""
     if address.startswith("tcp://"):
@@ -158,6 +197,7 @@ class Connection:
         "on_close",
         "_fd",
         "_want_write",
+        "_auth",
     )
 
     def __init__(self, sock: socket.socket, reactor: Reactor) -> None:
@@ -174,10 +214,16 @@ class Connection:
         self.peer: Any = None
         self.on_close: list[Callable[[Connection], None]] = []
         self._want_write = False
+        # While not None, the peer has not proved it holds the cluster token: the bytes read
+        # are its handshake, never frames (see call_auth).
+        self._auth: call_auth.ServerHandshake | None = None
 
     def send(self, msg: tuple) -> None:
-        """Queue ``msg`` and write as much as the socket takes now. Raises ConnectionClosed."""
+        """Queue ``msg`` and write as much as the socket takes now. Raises ConnectionClosed,
+        or FrameTooLarge for a message over the frame limit."""
         data = _dumps(msg, _PROTOCOL)
+        if len(data) > MAX_FRAME_BYTES:
+            _check_size(len(data))
         self.send_raw(_HEADER.pack(len(data)) + data)
 
     def send_raw(self, frame: bytes) -> None:
@@ -238,19 +284,72 @@ class Connection:
             return
         buf = self._inbuf
         buf += data
+        if self._auth is not None and not self._authenticate(buf):
+            return
         pos = 0
         end = len(buf)
         while end - pos >= 4:
             (size,) = _HEADER.unpack_from(buf, pos)
             if end - pos - 4 < size:
+                if size > MAX_FRAME_BYTES:
+                    self._reject("frame-size", f"announces a frame of {size} bytes, over the "
+                                 f"limit of {MAX_FRAME_BYTES} (QUANTA_MAX_FRAME_BYTES)")
+                    return
                 break
-            msg = _loads(memoryview(buf)[pos + 4 : pos + 4 + size])
+            try:
+                msg = _loads(memoryview(buf)[pos + 4 : pos + 4 + size])
+            except Exception as e:  # noqa: BLE001 - the peer's bytes, not our bug
+                self._reject("frame-decode", f"sent a frame that does not unpickle ({e!r})")
+                return
             pos += 4 + size
-            dispatch(self, msg)
+            if type(msg) is not tuple or not msg:
+                self._reject("frame-shape", f"sent a {type(msg).__name__} instead of a "
+                             "message tuple")
+                return
+            try:
+                dispatch(self, msg)
+            except Exception:  # noqa: BLE001 - the error boundary (module docstring)
+                self._reject("handler", f"sent message type {msg[0]!r} whose handling "
+                             "raised", exc_info=True)
+                return
             if self.closed:
                 return
         if pos:
             del buf[:pos]
+
+    def _authenticate(self, buf: bytearray) -> bool:
+        """Feed the handshake (server side). True once the peer has proved itself and the
+        bytes left in ``buf`` are frames; False while waiting for more, or when it failed
+        (the connection is closed then)."""
+        if len(buf) < call_auth.CLIENT_PROOF_SIZE:
+            return False
+        answer = self._auth.answer(bytes(buf[:call_auth.CLIENT_PROOF_SIZE]))
+        if answer is None:
+            self._reject("auth", "did not prove it holds the cluster token")
+            return False
+        self._auth = None
+        del buf[:call_auth.CLIENT_PROOF_SIZE]
+        try:
+            self.send_raw(answer)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def _reject(self, kind: str, what: str, *, exc_info: bool = False) -> None:
+        """Log why (rate-limited) and close this connection only."""
+        log_limited(kind, f"quanta: closing the connection from {self.describe()}: it {what}",
+                    exc_info=exc_info)
+        self.close()
+
+    def describe(self) -> str:
+        """Who the peer is, for messages: its address, and what the owner knows of it."""
+        try:
+            where = self.sock.getpeername()
+        except OSError:
+            where = "?"
+        if self.sock.family == socket.AF_UNIX:
+            where = "a local process"
+        return f"{where}" + (f" ({self.peer})" if self.peer is not None else "")
 
     def detach(self) -> socket.socket:
         """Take the socket away from this connection and the reactor (no ``on_close``
@@ -297,6 +396,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 def frame(msg: tuple) -> bytes:
     """Pickle and frame ``msg`` once so it can be sent to several connections."""
     data = _dumps(msg, _PROTOCOL)
+    _check_size(len(data))
     return _HEADER.pack(len(data)) + data
 
 
@@ -305,10 +405,14 @@ class Reactor:
 
     ``dispatch(conn, msg)`` is called on the reactor thread for every message received.
     Run it with :meth:`run_forever` on the current thread or :meth:`start_thread`.
+
+    ``token`` is the cluster token: required to listen on TCP (every accepted connection must
+    prove it holds it) and to connect to a TCP address; Unix sockets need none.
     """
 
-    def __init__(self, dispatch: Handler) -> None:
+    def __init__(self, dispatch: Handler, token: str | None = None) -> None:
         self.dispatch = dispatch
+        self.token = token
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -323,6 +427,7 @@ class Reactor:
         self.thread: threading.Thread | None = None
         self.thread_id: int | None = None
         self.listeners: list[socket.socket] = []
+        self._starved: set[socket.socket] = set()  # listeners paused for want of descriptors
         # Leader/follower state (see run_until). Without a wake timer (not Linux) the reactor
         # thread is always the one polling, and waiting threads just sleep.
         self._timer = WakeTimer.create()
@@ -335,6 +440,9 @@ class Reactor:
     def listen(self, address: str, on_accept: Callable[[Connection], None] | None = None) -> str:
         """Listen on ``address`` (a tcp port of 0 picks a free one). Returns the bound address."""
         family, sockaddr = parse_address(address)
+        if family == socket.AF_INET and not self.token:
+            raise ValueError("listening on TCP needs a cluster token (Reactor.token): every "
+                             "TCP connection must authenticate before its first frame")
         sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_INET:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -353,6 +461,7 @@ class Reactor:
 
         For a routed address (``tcp://host:port/<process id>``) the node's daemon hands the
         connection to that process first; ConnectionRefusedError when it has no such process.
+        A TCP connection authenticates first (call_auth.AuthenticationError when it fails).
         """
         family, sockaddr = parse_address(address)
         target = split_route(address)[1]
@@ -360,6 +469,8 @@ class Reactor:
         sock.settimeout(timeout)
         try:
             sock.connect(sockaddr)
+            if family == socket.AF_INET:
+                call_auth.client_handshake(sock, self.token)
             if target is not None:
                 sock.sendall(frame((ROUTE, target)))
                 answer = sock.recv(1)
@@ -639,17 +750,78 @@ class Reactor:
                     pass
 
     def _accept(self, lsock: socket.socket, on_accept: Callable[[Connection], None] | None) -> None:
-        while True:
+        for _ in range(64):  # then let the other ready sockets have their turn
             try:
                 sock, _ = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(lsock, on_accept, e)
                 return
+            if lsock in self._starved:
+                self._starved.discard(lsock)
+                _log.warning("quanta: accepting connections on %r again", lsock.getsockname())
             conn = Connection(sock, self)
+            if sock.family != socket.AF_UNIX:
+                conn._auth = call_auth.ServerHandshake(self.token.encode())
+                try:
+                    sock.send(conn._auth.hello)  # 36 bytes into an empty send buffer
+                except OSError:
+                    sock.close()
+                    continue
+                self.call_later(call_auth.HANDSHAKE_TIMEOUT_S, lambda c=conn: self._expire(c))
             self._sel.register(conn._fd, selectors.EVENT_READ, conn)
             if on_accept is not None:
                 on_accept(conn)
+
+    def _expire(self, conn: Connection) -> None:
+        if conn._auth is not None and not conn.closed:
+            conn._reject("auth-timeout", "did not authenticate within "
+                         f"{call_auth.HANDSHAKE_TIMEOUT_S:g} s")
+
+    def _pause_accepting(self, lsock: socket.socket,
+                         on_accept: Callable[[Connection], None] | None, err: OSError) -> None:
+        """Out of descriptors (or kernel memory): the pending connection stays in the backlog
+        and keeps the listener readable, so stop watching it for a while instead of spinning.
+        The connections already open are served as before."""
+        import resource
+
+        if lsock not in self._starved:  # one message per episode, not one per retry
+            self._starved.add(lsock)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            _log.error(
+                "quanta: cannot accept connections on %r: %s (this process may open %s files: "
+                "RLIMIT_NOFILE, hard limit %s). New workers and clients wait; the connections "
+                "open now are served. Retrying every %g s; raise the limit (ulimit -n) or run "
+                "fewer actors on this node.", lsock.getsockname(), err.strerror, soft, hard,
+                ACCEPT_BACKOFF_S)
+        try:
+            self._sel.unregister(lsock)
+        except (KeyError, ValueError):
+            return
+
+        def resume() -> None:
+            if lsock.fileno() >= 0 and not self._stopping:
+                self._sel.register(lsock, selectors.EVENT_READ, ("accept", on_accept))
+
+        self.call_later(ACCEPT_BACKOFF_S, resume)
+
+    def release_descriptors(self) -> None:
+        """Close every socket this reactor holds, without callbacks: for a process about to
+        exit, so that its clean-up finds descriptors free even at the open-file limit."""
+        for key in list(self._sel.get_map().values()):
+            if isinstance(key.data, Connection):
+                key.data.closed = True
+                try:
+                    key.data.sock.close()
+                except OSError:
+                    pass
+        for sock in self.listeners:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def _close_all(self) -> None:
         if self._timer is not None:

@@ -41,6 +41,7 @@ import time
 import uuid
 from typing import Any
 
+from quanta._private import fd_limit
 from quanta._private import messages as m
 from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
@@ -63,11 +64,15 @@ from quanta._private.transport import (
     Connection,
     ConnectionClosed,
     Reactor,
+    log_limited,
     recv_exact,
     routed_address,
 )
 
 IDLE_WORKER_TIMEOUT_S = 10.0
+# calls answered later by their own handlers (in _call), not by an rpc_ method
+_DEFERRED_CALLS = frozenset({"pull_object", "export_function", "get_function",
+                             "wait_placement_group", "locate_placement_group"})
 HEAD_TABLE = "head"  # the head's own settings in the control store (its node port)
 SWEEP_PERIOD_S = 0.25  # how often the head looks for nodes that stopped reporting
 _PR_SET_PDEATHSIG = 1
@@ -199,6 +204,7 @@ class NodeDaemon:
         )
         self.control = ControlStore(open_storage(
             args.storage or os.path.join(self.session_dir, "control.sqlite3")))
+        self.token = self._cluster_token()
         self.workers: dict[str, WorkerInfo] = {}
         self.idle: list[str] = []
         self.starting = 0
@@ -213,7 +219,7 @@ class NodeDaemon:
             store_dir=self.store.shm_dir,
         )
         self.zygote_sock = self._start_zygote()
-        self.reactor = Reactor(self._dispatch)
+        self.reactor = Reactor(self._dispatch, token=self.token)
         if hasattr(self.control.storage, "on_dirty"):
             self.control.storage.on_dirty = lambda: self.reactor.call_later(
                 0.005, self._flush_storage)
@@ -272,6 +278,25 @@ class NodeDaemon:
         self.zygote_pid = pid
         return ours
 
+    def _cluster_token(self) -> str | None:
+        """The secret every TCP connection to this node proves it holds (call_auth) and
+        every control-plane call presents: ``QUANTA_CLUSTER_TOKEN`` when given, else (a head)
+        the one kept in its storage, so that a head restarted on its ``--storage`` keeps its
+        cluster, else a new one. None for a node without a TCP port (Unix sockets only)."""
+        from quanta._private import cluster_token
+
+        args = self.args
+        if args.tcp_port is None and args.control_port is None and not args.head_address:
+            return None
+        if args.head_address:  # a member: the head's token, or it cannot join
+            return args.token or None
+        stored = self.control.storage.get(HEAD_TABLE, b"token")
+        token = args.token or (stored.decode() if stored else None) or cluster_token.generate()
+        if args.control_port is not None and (stored is None or stored.decode() != token):
+            self.control.storage.put(HEAD_TABLE, b"token", token.encode())
+            self.control.storage.flush()
+        return token
+
     def node_info(self) -> dict[str, Any]:
         return {
             "NodeID": self.node_id,
@@ -303,14 +328,15 @@ class NodeDaemon:
         }
 
     # --- the cluster: head (control-plane server) or member (link to the head) -----------
-    def serve_control(self, port: int, token: str | None) -> str:
+    def serve_control(self, port: int) -> str:
         """Serve the control store over gRPC on ``<node ip>:<port>`` (the head's ``--port``),
-        accepting calls that present ``token`` (a new one is generated and stored in the
-        session directory when None). Returns ``host:port``; raises OSError if it cannot bind."""
+        accepting calls that present the cluster token (also written to the session
+        directory, readable by this user only). Returns ``host:port``; raises OSError if it
+        cannot bind."""
         from quanta._private import cluster_token
         from quanta._private.node.control_service import start_server
 
-        token = token or cluster_token.generate()
+        token = self.token
         cluster_token.write(self.session_dir, token)
         self.control_server, bound = start_server(self, self.args.node_ip, port, token)
         self.control_address = f"{self.args.node_ip}:{bound}"
@@ -383,9 +409,33 @@ class NodeDaemon:
         conn.on_close.append(self._on_client_closed)
 
     def _on_call(self, conn: Connection, msg: tuple) -> None:
+        """A CALL: its handler's result or exception goes back as the REPLY (a malformed
+        CALL, one not shaped ``(CALL, req, method, args)``, closes the connection: see
+        transport's error boundary)."""
         _, req, method, args = msg
         if conn.peer is None:
             self._adopt(conn)
+        try:
+            if type(method) is not str or type(args) is not tuple:
+                raise TypeError(f"malformed call: method {method!r}, args of type "
+                                f"{type(args).__name__}")
+            self._call(conn, req, method, args)
+        except Exception as e:  # noqa: BLE001 - errors travel back to the caller
+            self._reply_error(conn, req, e)
+
+    def _reply_error(self, conn: Connection, req: Any, e: BaseException) -> None:
+        try:
+            try:
+                conn.send((m.REPLY, req, False, e))
+            except (pickle.PicklingError, TypeError, AttributeError):
+                conn.send((m.REPLY, req, False, RuntimeError(f"{type(e).__name__}: {e}")))
+        except ConnectionClosed:
+            pass
+
+    def _call(self, conn: Connection, req: Any, method: str, args: tuple) -> None:
+        handler = getattr(self, "rpc_" + method, None)
+        if handler is None and method not in _DEFERRED_CALLS:
+            raise AttributeError(f"the node daemon has no method {method!r}")
         if method == "pull_object":  # answered when the copy is sealed here
             self._pull_object(conn, req, *args)
             return
@@ -399,23 +449,33 @@ class NodeDaemon:
             if answer is not None:
                 conn.send((m.REPLY, req, True, answer))
             return
-        try:
-            result = getattr(self, "rpc_" + method)(conn, *args)
-        except Exception as e:  # noqa: BLE001 - errors travel back to the caller
-            try:
-                conn.send((m.REPLY, req, False, e))
-            except ConnectionClosed:
-                pass
-            return
+        result = handler(conn, *args)
         try:
             conn.send((m.REPLY, req, True, result))
         except ConnectionClosed:
             pass
 
     def _on_notify(self, conn: Connection, msg: tuple) -> None:
+        """A one-way call: a handler that raises is logged (nobody waits for an answer)."""
+        _, method, args = msg
         if conn.peer is None:
             self._adopt(conn)
-        getattr(self, "notify_" + msg[1])(conn, *msg[2])
+        handler = getattr(self, "notify_" + method, None) if type(method) is str else None
+        try:
+            if handler is None or type(args) is not tuple:
+                raise TypeError(f"no such notification {method!r} (or its arguments are not "
+                                "a tuple)")
+            handler(conn, *args)
+        except Exception:  # noqa: BLE001 - the error boundary for one-way calls
+            log_limited("notify", f"quanta node: notification {method!r} from "
+                        f"{conn.describe()} failed", exc_info=True)
+
+    def rpc_cluster_token(self, conn: Connection) -> str | None:
+        """The cluster token, for the node's own processes (over its Unix socket only): they
+        present it when they connect to processes of other nodes."""
+        if conn.sock.family != socket.AF_UNIX:
+            raise PermissionError("the cluster token is given to local processes only")
+        return self.token
 
     # --- clients ------------------------------------------------------------------------
     def rpc_register_driver(self, conn: Connection, job_id: str, pid: int,
@@ -798,7 +858,8 @@ class NodeDaemon:
         def run() -> None:
             path = self.store.path_for(hexid)
             try:
-                size = object_transfer.pull(address, hexid, path, self.tcp_address or "")
+                size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
+                                            token=self.token)
             except Exception as e:  # noqa: BLE001 - travels back to the caller
                 error = KeyError(f"pulling object {hexid} from node {source} failed: {e}")
                 self.reactor.call_soon_threadsafe(lambda: finish(False, error))
@@ -1085,6 +1146,8 @@ class NodeDaemon:
             pass
         for w in self.workers.values():
             self._kill_worker(w)
+        # we exit below: free the descriptors the clean-up needs, even at the open-file limit
+        self.reactor.release_descriptors()
         _kill_group_members()
         try:
             self.store.destroy()
@@ -1241,6 +1304,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head-address", default="",
                    help="join the cluster whose head serves its control store at HOST:PORT")
     args = p.parse_args(argv)
+    fd_limit.raise_soft_limit()
     if args.tcp_port is None and (args.control_port is not None or args.head_address):
         args.tcp_port = 0  # a node of a cluster: other nodes reach it over TCP
         args.tcp_port_auto = True
@@ -1266,7 +1330,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *a: daemon.shutdown())
     if args.control_port is not None:
         try:
-            daemon.serve_control(args.control_port, args.token)
+            daemon.serve_control(args.control_port)
         except OSError as e:
             print(f"quanta node daemon: {e}", file=sys.stderr, flush=True)
             daemon.shutdown(1)

@@ -1,7 +1,8 @@
 """Moving an object's file from one node daemon to another: the data plane across nodes.
 
 A daemon that needs an object another node holds *pulls* it. It opens a TCP connection to
-the holder's node port (the daemon's call-plane TCP listener, ``--node-manager-port``) and
+the holder's node port (the daemon's call-plane TCP listener, ``--node-manager-port``),
+authenticates with the cluster token like every call-plane connection (``call_auth``) and
 sends one framed ``OBJECT_PULL`` message with the object's id. The holder's reactor resolves
 the object (restoring it from the spill directory if need be), opens its file and hands the
 connection to a sender thread, which answers with an 8-byte signed size (-1: an error text
@@ -24,6 +25,7 @@ import struct
 import threading
 from typing import Any
 
+from quanta._private import call_auth
 from quanta._private import messages as m
 from quanta._private.transport import Connection, frame, parse_address, recv_exact
 
@@ -77,11 +79,12 @@ def _send(sock: socket.socket, fd: int | None, error: str | None) -> None:
 
 # -- the puller's side ---------------------------------------------------------------------
 def pull(address: str, hexid: str, dest_path: str, puller: str = "",
-         timeout: float = 60.0) -> int:
+         timeout: float = 60.0, *, token: str | None) -> int:
     """Copy object ``hexid`` from the daemon at ``address`` (``tcp://host:port``) to
     ``dest_path`` (written under a temporary name, renamed when complete). Returns its size.
     ``puller`` (this node's address) lets the holder free the copy with the object.
-    Raises TransferError (with the holder's reason) or OSError."""
+    ``token``: the cluster token the connection authenticates with.
+    Raises TransferError (with the holder's reason) or OSError (AuthenticationError)."""
     family, sockaddr = parse_address(address)
     tmp = f"{dest_path}.pull-{os.getpid()}-{threading.get_ident()}.tmp"
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -91,6 +94,7 @@ def pull(address: str, hexid: str, dest_path: str, puller: str = "",
         sock.connect(sockaddr)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            call_auth.client_handshake(sock, token)
         sock.sendall(frame((m.OBJECT_PULL, hexid, puller)))
         try:
             (size,) = _SIZE.unpack(recv_exact(sock, _SIZE.size))
