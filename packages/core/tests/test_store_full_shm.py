@@ -161,6 +161,36 @@ def test_put_and_task_return_larger_than_free_shm_are_spilled_to_disk():
 
 
 @needs_namespace
+def test_an_object_pulled_from_another_node_into_a_full_shm_is_kept_on_disk():
+    report, err, left = _run_small_shm(f"""
+        import quanta as ray
+        from quanta.cluster_utils import Cluster
+        from quanta._private.worker_state import current_core_worker
+        SIZE = 12 * {MiB}   # fits the small /dev/shm once, not twice
+        c = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+        c.add_node(num_cpus=1, resources={{"member": 1}})
+        c.connect()
+
+        @ray.remote(resources={{"member": 1}})
+        def make(n):
+            return bytes(range(256)) * (n // 256)
+
+        r = make.remote(SIZE)   # made in the member's store, pulled into the head's
+        report["pulled_ok"] = ray.get(r) == bytes(range(256)) * (SIZE // 256)
+        report["again_ok"] = len(ray.get(r)) == SIZE   # a second read of the kept copy
+        stats = current_core_worker().call_daemon("store_stats")
+        report["spilled"] = stats["num_spilled"]
+        del r
+        ray.shutdown()
+        c.shutdown()
+        done()
+    """)
+    assert report["pulled_ok"] and report["again_ok"], (report, err[-3000:])
+    assert report["spilled"] >= 1, report
+    _assert_nothing_left(left)
+
+
+@needs_namespace
 def test_put_raises_object_store_full_when_spill_disk_is_full_too():
     report, err, left = _run_small_shm(f"""
         import quanta as ray

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
+import errno
 import json
 import os
 import pickle
@@ -837,7 +838,10 @@ class NodeDaemon:
                 pass
 
         if self.store.contains(hexid):
-            reply(True, self.store.path_for(hexid))
+            try:  # it may be spilled: back into shared memory, or read where it lies
+                reply(True, self.store.restore(hexid))
+            except (KeyError, OSError) as e:
+                reply(False, KeyError(f"object {hexid} is gone from this node's store: {e}"))
             return
         address = source if "://" in source else self.view.address_of(source)
         if address is None:
@@ -858,8 +862,17 @@ class NodeDaemon:
         def run() -> None:
             path = self.store.path_for(hexid)
             try:
-                size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
-                                            token=self.token)
+                try:
+                    size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
+                                                token=self.token)
+                except OSError as e:
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # shared memory is full: the copy goes to the spill directory, where
+                    # the store records it as spilled and readers map it
+                    path = os.path.join(self.store.spill_dir, os.path.basename(path))
+                    size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
+                                                token=self.token)
             except Exception as e:  # noqa: BLE001 - travels back to the caller
                 error = KeyError(f"pulling object {hexid} from node {source} failed: {e}")
                 self.reactor.call_soon_threadsafe(lambda: finish(False, error))
