@@ -136,3 +136,66 @@ def test_owner_died(quanta_node, helpers):
     assert helpers.wait_until(lambda: not helpers.pid_alive(pid), 10)
     with pytest.raises(qexc.OwnerDiedError):
         ray.get(inner, timeout=20)
+
+
+# ---- refs pickled outside Quanta (out-of-band serialization) ------------------------------
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("dumps", ["pickle", "cloudpickle"])
+def test_ref_pickled_out_of_band_outlives_its_refs(quanta_node, helpers, size, dumps):
+    """As Ray: a ref pickled outside Quanta pins its object for the rest of the job, so the
+    owner can unpickle and get it after every ref to it was dropped."""
+    import pickle
+
+    import cloudpickle
+
+    value = "tiny" if size == "small" else np.full(N, 2.0)
+    before = helpers.store_stats()["num_objects"]
+    ref = ray.put(value)
+    blob = (pickle if dumps == "pickle" else cloudpickle).dumps(ref)
+    del ref
+    gc.collect()
+    time.sleep(0.2)  # any free would have reached the node by now
+    if size == "large":
+        assert helpers.store_stats()["num_objects"] == before + 1
+    again = pickle.loads(blob)
+    got = ray.get(again, timeout=10)
+    assert got == "tiny" if size == "small" else float(got.sum()) == 2.0 * N
+
+
+def test_ref_pickled_out_of_band_by_a_borrower(quanta_node):
+    """A worker that pickles a borrowed ref keeps its borrow: the owner keeps the object."""
+    import pickle
+
+    @ray.remote
+    def dump(lst):
+        return pickle.dumps(lst[0])
+
+    ref = ray.put("lent")
+    blob = ray.get(dump.remote([ref]))
+    del ref
+    gc.collect()
+    time.sleep(0.5)  # the worker's borrow, had it been given back, would be back by now
+    assert ray.get(pickle.loads(blob), timeout=10) == "lent"
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_freed_ref_unpickled_in_its_owner_raises_at_once(quanta_node, size):
+    """A ref whose object its owner already freed (pickled without a pin: here by Quanta's own
+    serializer, as an argument would be) raises at once on get instead of hanging."""
+    import pickle
+
+    from quanta._private import serialization
+
+    ref = ray.put("tiny" if size == "small" else np.ones(N))
+    payload = serialization.serialize([ref]).payload  # in band: no pin
+    hexid = ref.hex()
+    del ref
+    gc.collect()
+    time.sleep(0.2)
+    (again,) = pickle.loads(payload)
+    start = time.monotonic()
+    with pytest.raises(qexc.ReferenceCountingAssertionError, match=f"{hexid}.*freed"):
+        ray.get(again, timeout=10)
+    assert time.monotonic() - start < 2
+    with pytest.raises(qexc.ReferenceCountingAssertionError):
+        ray.get([again], timeout=10)

@@ -159,6 +159,21 @@ class NodeDiedError(RayError):
     """The node running the task died."""
 
 
+class LocalRayletDiedError(RayError):
+    """The node daemon this process is connected to (Ray's "local raylet") died or exited.
+
+    Raised by every pending ``get``/``wait``, actor call and task of a driver whose daemon
+    connection closed, and at once by every later API call of that driver (``.remote()``,
+    ``put``, ``get`` of a ref not ready, ``wait``, actor creation) until ``shutdown()``.
+    The message says which daemon (its pid when known) and where its log is."""
+
+    def __init__(self, message: str = "The node daemon (local raylet) died.") -> None:
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self),))
+
+
 class RayActorError(RayError):
     """An actor is dead or cannot be reached."""
 

@@ -55,9 +55,21 @@ class ObjectRef:
     # --- serialization ----------------------------------------------------------------
     def __reduce__(self):
         refs = serialization.collecting()
-        if refs is not None:
+        if refs is not None:  # inside Quanta's serialize(): the borrowing protocol
             refs.append(self)
+        else:
+            # Out of band (pickle.dumps, cloudpickle.dumps, a function closure): the object
+            # is kept for the rest of the job, as Ray does, so the copy can always be got.
+            cw = self._cw or worker_state._core_worker
+            if cw is not None:
+                cw.pin_out_of_band(self._id)
         return (_rebuild_ref, (self._id, self._owner))
+
+    def __copy__(self) -> ObjectRef:
+        return self  # immutable: copy.copy / deepcopy need no pickling (nor pinning)
+
+    def __deepcopy__(self, memo: dict) -> ObjectRef:
+        return self
 
     # --- futures ----------------------------------------------------------------------
     def future(self):

@@ -83,6 +83,8 @@ class ActorCallsMixin:
         nothing is created."""
         from quanta._private.core_worker import TaskSpec
 
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         actor_id = ids.new_actor_id()
         spec = TaskSpec()
         spec.task_id = bytes.fromhex(actor_id)
@@ -240,6 +242,8 @@ class ActorCallsMixin:
                           handle_ref: ObjectRef | None, max_pending: int = -1) -> Any:
         from quanta._private.core_worker import TaskSpec
 
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         task_id = ids.new_task_id()
         spec = TaskSpec()
         spec.task_id = task_id

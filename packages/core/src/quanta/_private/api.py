@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
+import numbers
 import operator
 import os
 import shutil
@@ -145,6 +147,7 @@ def init(
             worker_id="driver-" + job_id,
             store_dir=node["ObjectStoreDir"],
         )
+        cw.daemon_started_here = True
         cw.namespace = namespace or f"anonymous-{uuid.uuid4().hex[:8]}"
         cw.call_daemon("register_driver", job_id, os.getpid(), True, cw.namespace)
         worker_state.set_core_worker(cw)
@@ -223,7 +226,8 @@ def shutdown() -> None:
     """Stop the node daemon and workers this driver started; delete their files.
 
     A driver that connected to a running node (``init(address=...)``) only disconnects: the
-    node and its other drivers go on."""
+    node and its other drivers go on. Also after the node daemon died
+    (LocalRayletDiedError): then it only cleans up what the daemon left."""
     global _session
     with _init_lock:
         s = _session
@@ -231,6 +235,7 @@ def shutdown() -> None:
             return
         _session = None
         worker_state.set_core_worker(None)
+        s.cw.closing = True  # the daemon's connection closing now is no news
         if not s.primary:
             # Closing the connection tells the daemon this driver is gone: it stops the
             # workers leased to it and frees the objects it owned.
@@ -268,9 +273,16 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
 
 
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
-    """The value(s) of one ref or a list of refs; raises the task's error if it failed."""
+    """The value(s) of one ref or a list of refs; raises the task's error if it failed.
+
+    ``timeout``: None (wait as long as it takes) or a non-negative number of seconds;
+    GetTimeoutError when it passes. After this driver's node daemon died, a ref whose value
+    is not in this process raises LocalRayletDiedError; values already here (small objects
+    this driver put or got) are still returned, as Ray does for local objects."""
     cw = _cw()
     if type(object_refs) is ObjectRef:
+        if timeout is not None:
+            timeout = _check_timeout(timeout, "get")
         return cw.get((object_refs,), timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
         raise TypeError("get() of an ObjectRefGenerator: iterate it and get() each ref.")
@@ -283,14 +295,25 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
             raise TypeError(
                 f"get() expects a list of ObjectRefs, but it contains a "
                 f"{type(r).__name__}: {r!r:.80}")
-    _check_timeout(timeout)
+    if timeout is not None:
+        timeout = _check_timeout(timeout, "get")
     return cw.get(object_refs, timeout)
 
 
-def _check_timeout(timeout: Any) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-            timeout, (int, float)) or timeout < 0):
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+def _check_timeout(timeout: Any, fn: str) -> float | None:
+    """``timeout`` of get() and wait(), not None: a non-negative real number of seconds
+    (not a bool, not NaN). Returns it as a float (None for infinity); else TypeError (not a
+    number) or ValueError (negative or NaN), naming the argument and what it may be."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"{fn}(timeout=...) must be None or a non-negative number of seconds, got "
+            f"{timeout!r} (a {type(timeout).__name__})")
+    timeout = float(timeout)
+    if not timeout >= 0:  # negative, or NaN
+        raise ValueError(
+            f"{fn}(timeout=...) must be None or a non-negative number of seconds, got "
+            f"{timeout!r}")
+    return None if timeout == math.inf else timeout
 
 
 _ref_id = operator.attrgetter("_id")
@@ -314,7 +337,8 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1,
     if num_returns > len(object_refs):
         raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs "
                          f"({len(object_refs)})")
-    _check_timeout(timeout)
+    if timeout is not None:
+        timeout = _check_timeout(timeout, "wait")
     return _cw().wait(object_refs, num_returns, timeout, fetch_local)
 
 

@@ -17,6 +17,17 @@ value. When the ref's owner is the very peer we received it from, the add travel
 connection as everything that could release it, so it is sent without waiting; otherwise it
 is acknowledged before the value is used.
 
+*Out-of-band refs.* A ref pickled outside Quanta's own serialization (``pickle.dumps(ref)``,
+a function closure) cannot be tracked, so its object is pinned for the rest of the job (one
+extra local count, as Ray does). A ref this process owns that is unpickled after its object
+was freed gets a ReferenceCountingAssertionError as its value: ``get`` raises, never hangs.
+
+*Daemon death.* A worker exits when its daemon connection closes. A driver instead fails
+everything that waits on the daemon with LocalRayletDiedError (calls, lease requests, queued
+and running tasks, actor calls, every object not ready) and from then on raises it from every
+API call that needs the node; values already in its memory store stay readable, and
+``shutdown()`` cleans up what the daemon left.
+
 *Submission.* Tasks wait for their top-level ref arguments, then go on a queue per scheduling
 key (resource shape and strategy). The submitter leases workers for a key from its node daemon
 and pushes tasks straight to them, pipelining a few per worker once the daemon says no more
@@ -39,6 +50,8 @@ import gc
 import itertools
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -230,6 +243,13 @@ class CoreWorker(ActorCallsMixin):
         self.actor_incarnation = 0
         self.namespace = ""
         self.closed = False
+        self.closing = False  # shutdown() has begun: the daemon going away is expected
+        # Set when this driver's node daemon died (see _on_daemon_closed): every API call
+        # that needs the daemon raises it (a fresh copy) from then on.
+        self.daemon_error: exc.LocalRayletDiedError | None = None
+        self.daemon_started_here = False  # init() started the daemon (no log file of its own)
+        self._call_conns: dict[int, Connection] = {}  # call(): request -> its connection
+        self.oob_pinned: set[bytes] = set()  # refs pickled out of band: kept for the job
         self.reclaim = False  # the daemon asks for idle leases back (requests are waiting)
         self.current_task_id: bytes | None = None  # set by the executor inside workers
         # the placement group the running task or actor is in (group_context), or None
@@ -254,6 +274,7 @@ class CoreWorker(ActorCallsMixin):
         # party: their borrows are acknowledged by the owner before they are used.
         self.daemon.peer = daemon_address
         self.daemon.on_close.append(self._on_daemon_closed)
+        self.daemon_pid = _peer_pid(self.daemon.sock)
         self.reactor.call_soon_threadsafe(self._tick)
         self._handlers = {
             m.REPLY: self._on_reply,
@@ -307,9 +328,11 @@ class CoreWorker(ActorCallsMixin):
 
     def join_cluster(self, address: str) -> None:
         """Be known as ``address`` (``tcp://<node>/<id>``, routed through this node's TCP
-        port) from now on. Called right after registering, before anything is owned."""
+        port) from now on. Called right after registering, before anything is owned.
+        Asks the daemon for the cluster token, which every TCP connection presents."""
         self.address = address
         self._route_prefix = address[: address.rindex("/") + 1]
+        self.reactor.token = self.call_daemon("cluster_token", timeout=30)
 
     def peer(self, address: str) -> Connection:
         """The one connection to the process listening at ``address``; opened on first use.
@@ -334,6 +357,11 @@ class CoreWorker(ActorCallsMixin):
             return conn
 
     def _on_peer_closed(self, conn: Connection) -> None:
+        if (self.mode == "driver" and not self.daemon.closed and not self.closing
+                and _at_eof(self.daemon.sock)):
+            # A worker died because its daemon did (it exits when the daemon goes): handle
+            # the daemon's death first, so its tasks fail with that, not as crashed workers.
+            self.daemon.close()
         if self.peers.get(conn.peer) is conn:
             del self.peers[conn.peer]
         dead = conn.peer
@@ -356,11 +384,86 @@ class CoreWorker(ActorCallsMixin):
                     self._maybe_free(oid, entry)
 
     def _on_daemon_closed(self, conn: Connection) -> None:
-        if not self.closed and self.mode == "worker":
+        if self.closed or self.closing:
+            return
+        if self.mode == "worker":
             os._exit(0)
+        self._daemon_died(conn)
+
+    # ---- the driver's node daemon died --------------------------------------------------
+    def _daemon_died_message(self) -> str:
+        pid = f" (pid {self.daemon_pid})" if self.daemon_pid else ""
+        log = os.path.join(self.session_dir, "logs", "daemon.log")
+        if not self.daemon_started_here and os.path.exists(log):
+            where = f"Its log is {log}."
+        elif self.daemon_started_here:
+            left = ("was left behind (the daemon was killed, so it could not clean up; "
+                    "shutdown() deletes it)" if os.path.isdir(self.session_dir) else "is gone")
+            where = (f"It was started by init() and wrote its output to this driver's "
+                     f"stderr; its session directory {self.session_dir} {left}.")
+        else:
+            where = f"Its session directory {self.session_dir} is gone (no log left)."
+        return (f"The node daemon{pid} at {self.daemon_address} that this driver is "
+                f"connected to died (it was killed or exited): the tasks, actors and objects "
+                f"it held are lost, and this driver cannot run anything more. {where} Call "
+                f"quanta.shutdown(), then quanta.init() to start over.")
+
+    def raise_daemon_died(self) -> None:
+        """Raise the daemon's death (a fresh error each time, so tracebacks do not pile up)."""
+        err = self.daemon_error
+        raise exc.LocalRayletDiedError(str(err) if err is not None
+                                       else self._daemon_died_message())
+
+    def _daemon_died(self, conn: Connection) -> None:
+        """The driver's daemon connection closed while the driver runs: the node is gone
+        (its workers die with it). Fail everything that waits on it: calls to the daemon,
+        lease requests, queued and running tasks, actor calls, and every object not ready
+        (so every get and wait wakes up with the error). Values already in this process stay
+        readable. Reactor thread."""
+        err = exc.LocalRayletDiedError(self._daemon_died_message())
+        self.daemon_error = err
+        logger.error("%s", err)
+        errv = _error_value(err)
+        with self.lock:
+            for req, c in list(self._call_conns.items()):
+                if c is conn:
+                    cb = self.calls.pop(req, None)
+                    if cb is not None:
+                        cb(False, exc.LocalRayletDiedError(str(err)))
+            for req in self.lease_requests:
+                self.calls.pop(req, None)
+            self.lease_requests.clear()
+            for ks in self.keys.values():
+                ks.queue.clear()
+                ks.requests = ks.requests_queued = 0
+                for lease in ks.leases:
+                    lease.inflight.clear()
+                ks.leases.clear()
+            for st in self.actor_states.values():
+                st.queue.clear()
+                st.inflight.clear()
+                st.state = "DEAD"
+                st.reason = str(err)
+                st.conn = None
+            for spec in list(self.tasks.values()):
+                spec.cancelled = True  # never dispatched again (an argument may wake it)
+                spec.lease = None
+                self._fail_task(spec, errv)
+            for oid, entry in list(self.objects.items()):
+                if entry.value is None and self.objects.get(oid) is entry:
+                    entry.fetching = False
+                    self._set_value(oid, entry, errv)
+            if self._ready_listeners:  # wait() on many refs: let it rescan
+                listeners, self._ready_listeners = self._ready_listeners, []
+                for wake in listeners:
+                    wake()
 
     def call(self, conn: Connection, method: str, *args: Any, timeout: float | None = 60) -> Any:
-        """Send a CALL and wait for its REPLY. Never from the reactor thread."""
+        """Send a CALL and wait for its REPLY. Never from the reactor thread. A call to a
+        daemon that died raises LocalRayletDiedError (at once, or when the death is seen)."""
+        daemon = conn is self.daemon
+        if daemon and self.daemon_error is not None:
+            self.raise_daemon_died()
         waiter = Waiter()
         req = next(self._req)
         box: list = []
@@ -370,10 +473,22 @@ class CoreWorker(ActorCallsMixin):
             waiter.set()
 
         self.calls[req] = done
-        conn.send((m.CALL, req, method, args))
-        if not self.reactor.run_until(waiter, timeout):
-            self.calls.pop(req, None)
-            raise TimeoutError(f"no reply to {method!r} within {timeout} s")
+        self._call_conns[req] = conn
+        try:
+            try:
+                conn.send((m.CALL, req, method, args))
+            except ConnectionClosed:
+                self.calls.pop(req, None)
+                if daemon and self.mode == "driver":
+                    self.raise_daemon_died()
+                raise
+            if not self.reactor.run_until(waiter, timeout):
+                self.calls.pop(req, None)
+                if daemon and self.daemon_error is not None:
+                    self.raise_daemon_died()
+                raise TimeoutError(f"no reply to {method!r} within {timeout} s")
+        finally:
+            self._call_conns.pop(req, None)
         ok, result = box[0]
         if not ok:
             raise result
@@ -472,7 +587,9 @@ class CoreWorker(ActorCallsMixin):
                     if entry is None:
                         owner = ref._owner
                         entry = objects[oid] = ObjectEntry(owner == self.address, owner)
-                        if not entry.owned:
+                        if entry.owned:
+                            self._freed_owned(oid, entry)
+                        else:
                             self._register_borrow(oid, owner)  # into ``batch``
                     entry.local += 1
                     ref._cw = self
@@ -487,13 +604,41 @@ class CoreWorker(ActorCallsMixin):
             if entry is None:
                 entry = ObjectEntry(owner == self.address, owner)
                 self.objects[oid] = entry
-                if not entry.owned:
+                if entry.owned:
+                    self._freed_owned(oid, entry)
+                else:
                     entry.local = 1
                     ref = ObjectRef(oid, owner, self)
                     self._register_borrow(oid, owner)
                     return ref
             entry.local += 1
         return ObjectRef(oid, owner, self)
+
+    def _freed_owned(self, oid: bytes, entry: ObjectEntry) -> None:
+        """A ref this process owns was unpickled after its object was freed here (it was
+        pickled outside Quanta, and unpickled in its owner, or its pin was lost): its value
+        is gone for good, so ``get`` raises at once instead of waiting. Lock held."""
+        if oid[16:] == HANDLE_SUFFIX:
+            return
+        entry.value = _error_value(exc.ReferenceCountingAssertionError(
+            oid.hex(), f"Object {oid.hex()} was already freed by its owner (this process, "
+            f"{self.address}) when this ref to it was unpickled: its value is gone. Keep "
+            "a ref alive while a pickled copy of it is out."))
+
+    def pin_out_of_band(self, oid: bytes) -> None:
+        """A ref is pickled outside Quanta's own serialization (``pickle.dumps(ref)``,
+        ``cloudpickle.dumps``, a function closure): nothing can tell when the copy is
+        unpickled, so the object is kept for the rest of the job, as Ray does (owned: never
+        freed; borrowed: the borrow is never given back)."""
+        with self.lock:
+            if oid in self.oob_pinned:
+                return
+            entry = self.objects.get(oid)
+            if entry is None:
+                return
+            self.oob_pinned.add(oid)
+            entry.local += 1
+            entry.exposed = True
 
     def _register_borrow(self, oid: bytes, owner: str) -> None:
         local = _source._local
@@ -752,6 +897,8 @@ class CoreWorker(ActorCallsMixin):
             raise TypeError(
                 "put() of an ObjectRef is not allowed: pass the ref itself, or get() it first."
             )
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         oid = ids.new_put_id()
         ser = serialization.serialize(value)
         placed = self._place(oid, ser)
@@ -834,6 +981,8 @@ class CoreWorker(ActorCallsMixin):
                     pending.append((oid, entry))
             if len(ready) >= num:
                 return ready
+            if self.daemon_error is not None:
+                self.raise_daemon_died()
             needed = num - len(ready)
 
             for oid, entry in pending:
@@ -862,6 +1011,8 @@ class CoreWorker(ActorCallsMixin):
                         if not entry.waiters:
                             entry.waiters = None
                             self._maybe_free(oid, entry)
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         return set(ready)
 
     def get(self, refs: Sequence[ObjectRef], timeout: float | None,
@@ -974,6 +1125,8 @@ class CoreWorker(ActorCallsMixin):
 
     def wait(self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         # Fast path: scan in order and stop at the num_returns-th ready ref.
         done_idx = []
         objects = self.objects
@@ -1036,6 +1189,8 @@ class CoreWorker(ActorCallsMixin):
                         elif fetch_local and not fetched:
                             self._ensure_fetch(ref._id, entry)
                     fetched = True
+                    if self.daemon_error is not None:
+                        self.raise_daemon_died()
                     left = None if deadline is None else deadline - time.monotonic()
                     if len(done_idx) == num_returns or (left is not None and left <= 0):
                         return self._split(refs, done_idx)
@@ -1104,6 +1259,8 @@ class CoreWorker(ActorCallsMixin):
         name: str | None,
         pg: tuple | None = None,
     ) -> list[ObjectRef] | ObjectRefGenerator:
+        if self.daemon_error is not None:
+            self.raise_daemon_died()
         task_id = ids.new_task_id()
         spec = TaskSpec()
         spec.task_id = task_id
@@ -1719,6 +1876,27 @@ class CoreWorker(ActorCallsMixin):
         self.reactor.stop()
         if self.reactor.thread is not None:
             self.reactor.thread.join(5)
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket (None for TCP)."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return struct.unpack("3i", creds)[0] or None
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    """True when the peer of ``sock`` has closed it and nothing is left to read."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _send_quietly(conn: Connection, msg: tuple) -> None:
