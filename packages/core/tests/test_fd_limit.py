@@ -67,3 +67,23 @@ def test_a_daemon_at_the_descriptor_limit_backs_off_serves_and_cleans_up():
     assert len(errors) == 1, res.stderr[-3000:]  # said once, not once per retry
     assert "RLIMIT_NOFILE" in errors[0] and "256" in errors[0]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
+
+
+def test_init_raises_the_soft_limit_to_the_hard_one_for_the_driver_and_its_daemon():
+    script = textwrap.dedent("""
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+        import quanta as ray
+        from quanta._private import api
+        ray.init(num_cpus=1)
+        with open(f"/proc/{api._session.proc.pid}/limits") as f:
+            line = next(x for x in f if x.startswith("Max open files"))
+        print("DRIVER", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        print("DAEMON", line.split()[3])
+        ray.shutdown()
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+    assert out == {"DRIVER": "4096", "DAEMON": "4096"}, res.stdout

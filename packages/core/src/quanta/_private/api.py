@@ -105,6 +105,10 @@ def init(
         raise ValueError("runtime_env needs the quanta-runtime-env plugin, which is not "
                          "installed: pip install quanta-runtime-env")
     with _init_lock:
+        if _session is None:
+            from quanta._private import fd_limit
+
+            fd_limit.raise_soft_limit()  # as Ray does: a connection per actor adds up
         if _session is not None:
             if ignore_reinit_error:
                 return dict(_session.node)
