@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--node-ip-address", default=None,
                     help="the address this node listens on and is known by (default "
                          "127.0.0.1: listening on a non-loopback address must be asked for)")
+    st.add_argument("--tls-cert", default=None, metavar="PATH",
+                    help="this node's TLS certificate (PEM, signed by the cluster's CA): "
+                         "mutual TLS on the node port and the head's gRPC port. Give all "
+                         "three --tls-* options on every node of the cluster")
+    st.add_argument("--tls-key", default=None, metavar="PATH",
+                    help="the certificate's private key (PEM; readable by you only)")
+    st.add_argument("--tls-ca", default=None, metavar="PATH",
+                    help="the cluster's CA certificate (PEM): peers must present a "
+                         "certificate it signed")
     st.add_argument("--block", action="store_true",
                     help="stay in the foreground until the node stops (Ctrl-C stops it)")
 
@@ -241,6 +250,14 @@ def _start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"--storage {args.storage}: the directory {os.path.dirname(storage)} "
                          "does not exist")
     token = _read_token(parser, args)
+    from quanta._private import tls
+
+    try:  # passed on to the daemon (node_launcher reads them from the environment)
+        config = tls.configure(args.tls_cert, args.tls_key, args.tls_ca)
+    except tls.TLSConfigError as e:
+        parser.error(str(e))
+    if config is not None:
+        os.environ.update(zip(tls.ENV_VARS, config.paths(), strict=True))
     memory = args.memory or resource_detect.detect_memory_bytes()
     store = args.object_store_memory or resource_detect.default_object_store_bytes(memory)
     cpus = resource_detect.detect_cpus() if args.num_cpus is None else args.num_cpus

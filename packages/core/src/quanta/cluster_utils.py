@@ -49,11 +49,18 @@ class ClusterNode:
 
 class Cluster:
     """``Cluster(initialize_head=True, head_node_args={"num_cpus": 2})``, then
-    ``add_node(num_cpus=1)``, ``wait_for_nodes()``, ``remove_node(node)``, ``shutdown()``."""
+    ``add_node(num_cpus=1)``, ``wait_for_nodes()``, ``remove_node(node)``, ``shutdown()``.
+
+    ``tls=(cert, key, ca)`` (a Quanta addition): every node uses TLS with these files (see
+    ``quanta start --tls-cert``); by default none does."""
 
     def __init__(self, initialize_head: bool = False, connect: bool = False,
                  head_node_args: dict[str, Any] | None = None,
-                 shutdown_at_exit: bool = True) -> None:
+                 shutdown_at_exit: bool = True,
+                 tls: tuple[str, str, str] | None = None) -> None:
+        from quanta._private import tls as _tls
+
+        self.tls = _tls.configure(*tls) if tls else None
         self.head_node: ClusterNode | None = None
         self.worker_nodes: list[ClusterNode] = []
         self.token = cluster_token.generate()
@@ -95,7 +102,7 @@ class Cluster:
                       num_gpus=node_args.get("num_gpus", 0) or 0, memory=int(memory),
                       object_store_memory=int(store),
                       resources=dict(node_args.get("resources") or {}), node_ip="127.0.0.1",
-                      token=self.token)
+                      token=self.token, tls=self.tls.paths() if self.tls else False)
         if self.head_node is None:
             port = int(self.control_address.rpartition(":")[2]) if self.control_address else 0
             proc, info, _ = start_head_node(control_port=port, storage=node_args.get("storage"),
@@ -135,7 +142,7 @@ class Cluster:
         """The head's membership table: node id -> record (``state``, ``death_reason``, ...)."""
         from quanta._private.control_client import ControlClient
 
-        with ControlClient(self.address, self.token) as client:
+        with ControlClient(self.address, self.token, tls=self.tls or False) as client:
             return {n["node_id"]: n for n in client.list_nodes()}
 
     def wait_for_nodes(self, timeout: float = 30.0) -> None:

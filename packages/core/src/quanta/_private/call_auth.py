@@ -15,7 +15,9 @@ a server that is not a Quanta node) raises :class:`AuthenticationError`.
 
 The server's side runs inside the reactor on a non-blocking socket
 (:class:`ServerHandshake`, fed by ``Connection``); the client's side blocks
-(:func:`client_handshake`), since clients connect from a thread that waits anyway.
+(:func:`client_handshake`), since clients connect from a thread that waits anyway. With TLS
+(``tls.py``) the exchange runs inside the TLS session, on blocking sockets on both sides
+(:func:`server_handshake` on the relay's thread).
 """
 
 from __future__ import annotations
@@ -92,3 +94,19 @@ def client_handshake(sock: socket.socket, token: str | bytes | None) -> None:
     answer = _recv_exact(sock, DIGEST_SIZE, "proof")
     if not hmac.compare_digest(answer, _proof(key, b"server", nc, ns)):
         raise AuthenticationError("the node did not prove it holds the cluster token")
+
+
+def server_handshake(sock: socket.socket, token: bytes) -> None:
+    """The accepting side on the blocking socket ``sock`` (a TLS connection's relay thread).
+    Raises AuthenticationError (or OSError, socket.timeout) when the client fails."""
+    hs = ServerHandshake(token)
+    sock.sendall(hs.hello)
+    try:
+        proof = _recv_exact(sock, CLIENT_PROOF_SIZE, "proof")
+    except AuthenticationError:
+        raise AuthenticationError("the client closed the connection before it proved it "
+                                  "holds the cluster token") from None
+    answer = hs.answer(proof)
+    if answer is None:
+        raise AuthenticationError("the client did not prove it holds the cluster token")
+    sock.sendall(answer)

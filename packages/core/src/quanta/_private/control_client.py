@@ -2,6 +2,10 @@
 
 Errors come back as Python exceptions that say what to do: a refused token is
 :class:`TokenRejected` (a ``PermissionError``), an unreachable head a ``ConnectionError``.
+
+TLS: a client given a ``TLSConfig`` (``tls=``; by default :func:`quanta._private.tls.local`,
+the environment's or this machine's ``quanta start`` settings) opens a mutual-TLS channel
+(``grpc.ssl_channel_credentials``); a node daemon passes its own (or ``tls=False`` for none).
 """
 
 from __future__ import annotations
@@ -59,13 +63,25 @@ def _host_port(address: str) -> str:
 
 
 class ControlClient:
-    """Calls on the head at ``address`` (``host:port``) with ``token``. Thread-safe."""
+    """Calls on the head at ``address`` (``host:port``) with ``token``. Thread-safe.
+    ``tls``: a ``TLSConfig``, False for cleartext, None (default) for ``tls.local()``."""
 
-    def __init__(self, address: str, token: str | None, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, token: str | None, timeout: float = 5.0,
+                 tls: Any = None) -> None:
         self.address = _host_port(address)
         self.timeout = timeout
         self._metadata = ((cluster_token.METADATA_KEY, token or ""),)
-        self._channel = grpc.insecure_channel(self.address)
+        if tls is None:
+            from quanta._private import tls as _tls
+
+            tls = _tls.local()
+        self.tls = tls or None
+        if self.tls is None:
+            self._channel = grpc.insecure_channel(self.address)
+        else:
+            self._channel = grpc.secure_channel(self.address,
+                                                self.tls.grpc_channel_credentials(),
+                                                options=self.tls.grpc_channel_options())
         self._stub = pb_grpc.ControlStoreStub(self._channel)
 
     def close(self) -> None:
@@ -88,9 +104,14 @@ class ControlClient:
                 raise TokenRejected(f"the head at {self.address} refused the cluster token: "
                                     f"{detail}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                how = ("over TLS: is it a TLS head whose CA signed our certificate, and does "
+                       "its certificate name this address?" if self.tls is not None else
+                       "in cleartext: if the head uses TLS, set QUANTA_TLS_CERT, "
+                       "QUANTA_TLS_KEY and QUANTA_TLS_CA")
                 raise ConnectionError(f"no Quanta head answers at {self.address} ({detail}); "
                                       "is one running there (`quanta start --head --port "
-                                      f"{self.address.rpartition(':')[2]}`)?") from None
+                                      f"{self.address.rpartition(':')[2]}`)? Tried {how}"
+                                      ) from None
             raise RuntimeError(f"{method} on the head at {self.address} failed: "
                                f"{code}: {detail}") from None
 

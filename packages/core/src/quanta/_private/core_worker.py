@@ -333,6 +333,9 @@ class CoreWorker(ActorCallsMixin):
         self.address = address
         self._route_prefix = address[: address.rindex("/") + 1]
         self.reactor.token = self.call_daemon("cluster_token", timeout=30)
+        from quanta._private import tls  # the node's TLS files, when it uses TLS
+
+        self.reactor.tls = tls.load(self.call_daemon("call_plane_tls", timeout=30))
 
     def peer(self, address: str) -> Connection:
         """The one connection to the process listening at ``address``; opened on first use.

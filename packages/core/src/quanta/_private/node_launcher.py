@@ -74,7 +74,8 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
                     object_store_memory: int, resources: dict[str, float], node_ip: str,
                     control_port: int | None = None, head_address: str | None = None,
                     token: str | None = None, storage: str | None = None,
-                    node_port: int | None = None, timeout: float = 30.0
+                    node_port: int | None = None, timeout: float = 30.0,
+                    tls: tuple[str, str, str] | bool | None = None
                     ) -> tuple[subprocess.Popen, dict[str, Any], str]:
     """Start a daemon that belongs to no driver (``quanta start --head`` with
     ``control_port``, the gRPC port of the control store; or ``quanta start --address``
@@ -84,7 +85,8 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
     ``quanta stop`` (the ``shutdown`` call) or a signal. Its output (and its workers') goes to
     ``<session>/logs/daemon.log``. Returns the process, the node info and the log path; on a
     failed start the session directory is removed and RaySystemStartupError names the log's
-    last lines."""
+    last lines. ``tls``: the node's (cert, key, CA) files for TLS (``tls.py``); None: those of
+    ``$QUANTA_TLS_CERT``/``KEY``/``CA`` (or Ray's variables) when set; False: none."""
     import shutil
 
     session_dir = tempfile.mkdtemp(prefix="quanta-session-")
@@ -105,6 +107,13 @@ def start_head_node(*, num_cpus: float, num_gpus: float, memory: int,
         cmd += ["--storage", storage]
     if node_port is not None:
         cmd += ["--tcp-port", str(int(node_port))]
+    if tls is None:
+        from quanta._private import tls as _tls
+
+        config = _tls.from_env()
+        tls = config.paths() if config is not None else False
+    if tls:
+        cmd += ["--tls-cert", tls[0], "--tls-key", tls[1], "--tls-ca", tls[2]]
     env = dict(os.environ)
     if token:  # by environment, not argv: other users can read a process's arguments
         env["QUANTA_CLUSTER_TOKEN"] = token

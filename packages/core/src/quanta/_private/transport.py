@@ -33,6 +33,12 @@ one ``ROUTE`` frame naming the process; the daemon passes the connected socket t
 over a Unix socket (``SCM_RIGHTS``, see :meth:`Reactor.listen_handoff`) and answers one byte,
 after which the daemon is out of the path: the two processes talk directly. A node therefore
 needs no port per worker.
+
+TLS (optional, :attr:`Reactor.tls`, see :mod:`quanta._private.tls`). A descriptor cannot
+carry a TLS session, so a TLS connection is *relayed*: a thread per connection does the TLS
+and token handshakes and then copies bytes between the TLS socket and one end of a
+``socketpair``; the other end is the reactor's connection, already trusted (a Unix socket),
+and is routed, served or handed over exactly like any other. Without TLS nothing changes.
 """
 
 from __future__ import annotations
@@ -198,6 +204,7 @@ class Connection:
         "_fd",
         "_want_write",
         "_auth",
+        "via",
     )
 
     def __init__(self, sock: socket.socket, reactor: Reactor) -> None:
@@ -217,6 +224,9 @@ class Connection:
         # While not None, the peer has not proved it holds the cluster token: the bytes read
         # are its handshake, never frames (see call_auth).
         self._auth: call_auth.ServerHandshake | None = None
+        # ``host:port`` of the TCP peer when this is the plain end of a TLS relay: such a
+        # connection is a Unix socket of this process, but not a local process's
+        self.via: str | None = None
 
     def send(self, msg: tuple) -> None:
         """Queue ``msg`` and write as much as the socket takes now. Raises ConnectionClosed,
@@ -347,7 +357,9 @@ class Connection:
             where = self.sock.getpeername()
         except OSError:
             where = "?"
-        if self.sock.family == socket.AF_UNIX:
+        if self.via is not None:
+            where = f"{self.via} (over TLS)"
+        elif self.sock.family == socket.AF_UNIX:
             where = "a local process"
         return f"{where}" + (f" ({self.peer})" if self.peer is not None else "")
 
@@ -408,11 +420,14 @@ class Reactor:
 
     ``token`` is the cluster token: required to listen on TCP (every accepted connection must
     prove it holds it) and to connect to a TCP address; Unix sockets need none.
+    ``tls`` (a :class:`quanta._private.tls.TLSConfig`, or None): TCP connections, accepted and
+    opened, are mutual TLS, relayed (module docstring).
     """
 
-    def __init__(self, dispatch: Handler, token: str | None = None) -> None:
+    def __init__(self, dispatch: Handler, token: str | None = None, tls: Any = None) -> None:
         self.dispatch = dispatch
         self.token = token
+        self.tls = tls
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -467,9 +482,17 @@ class Reactor:
         target = split_route(address)[1]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
+        tls = self.tls if family == socket.AF_INET else None
         try:
             sock.connect(sockaddr)
             if family == socket.AF_INET:
+                if tls is not None:
+                    from quanta._private import tls as _tls
+
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if not self.token:  # before the TLS handshake: fail the same way
+                        call_auth.client_handshake(sock, self.token)
+                    sock = _tls.client_wrap(sock, tls)
                 call_auth.client_handshake(sock, self.token)
             if target is not None:
                 sock.sendall(frame((ROUTE, target)))
@@ -482,9 +505,27 @@ class Reactor:
         except OSError:
             sock.close()
             raise
+        if tls is not None:
+            sock.settimeout(None)
+            sock = _tls.connect_relayed(sock)
         conn = Connection(sock, self)
+        if tls is not None:
+            conn.via = f"{sockaddr[0]}:{sockaddr[1]}"
         self.register(conn)
         return conn
+
+    def adopt(self, sock: socket.socket, on_accept: Callable[[Connection], None] | None,
+              via: str) -> None:
+        """Serve ``sock``, the plain end of an authenticated TLS relay from ``via``, like an
+        accepted connection. Reactor thread only."""
+        if self._stopping:
+            sock.close()
+            return
+        conn = Connection(sock, self)
+        conn.via = via
+        self._sel.register(conn._fd, selectors.EVENT_READ, conn)
+        if on_accept is not None:
+            on_accept(conn)
 
     def listen_handoff(self, path: str, on_conn: Callable[[Connection], None]) -> None:
         """Accept sockets passed by the node daemon (``SCM_RIGHTS``) on the Unix socket
@@ -762,6 +803,11 @@ class Reactor:
             if lsock in self._starved:
                 self._starved.discard(lsock)
                 _log.warning("quanta: accepting connections on %r again", lsock.getsockname())
+            if self.tls is not None and sock.family != socket.AF_UNIX:
+                from quanta._private import tls as _tls
+
+                _tls.serve(self, sock, on_accept)  # handshakes and relay on a thread
+                continue
             conn = Connection(sock, self)
             if sock.family != socket.AF_UNIX:
                 conn._auth = call_auth.ServerHandshake(self.token.encode())

@@ -4,7 +4,8 @@ gRPC runs its handlers on its own thread pool; the daemon's state belongs to its
 thread. Every handler therefore hands its work to the reactor (``call_soon_threadsafe``) and
 waits for the answer, so the tables are only ever touched on one thread. Calls must carry the
 cluster token (``cluster_token.METADATA_KEY``); others are refused with ``UNAUTHENTICATED``
-before any handler runs.
+before any handler runs. With TLS (``--tls-*``, see ``tls.py``) the port is mutual TLS:
+clients present a certificate of the cluster's CA, and the token is checked on top.
 
 grpc is imported only here and in ``head_link.py``: a plain ``quanta.init()`` never loads it.
 """
@@ -124,16 +125,21 @@ class ControlService(pb_grpc.ControlStoreServicer):
         return pb.GetFunctionReply(found=blob is not None, blob=blob or b"")
 
 
-def start_server(daemon: Any, host: str, port: int, token: str) -> tuple[grpc.Server, int]:
-    """Serve ``ControlStore`` on ``host:port`` (0 picks a free port). Returns the server and
-    the bound port; raises OSError when the address cannot be bound."""
+def start_server(daemon: Any, host: str, port: int, token: str,
+                 tls: Any = None) -> tuple[grpc.Server, int]:
+    """Serve ``ControlStore`` on ``host:port`` (0 picks a free port), over mutual TLS when
+    ``tls`` (a ``TLSConfig``) is given. Returns the server and the bound port; raises OSError
+    when the address cannot be bound."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4,
                                                     thread_name_prefix="quanta-control"),
                          interceptors=[_TokenCheck(token)],
                          options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_ControlStoreServicer_to_server(ControlService(daemon), server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", tls.grpc_server_credentials())
     except RuntimeError as e:  # grpc raises RuntimeError when it cannot bind
         raise OSError(f"cannot listen on {host}:{port}: {e}") from None
     if not bound:

@@ -42,7 +42,7 @@ import time
 import uuid
 from typing import Any
 
-from quanta._private import fd_limit
+from quanta._private import fd_limit, tls
 from quanta._private import messages as m
 from quanta._private.node import object_transfer
 from quanta._private.node.actor_manager import ActorManager
@@ -220,7 +220,9 @@ class NodeDaemon:
             store_dir=self.store.shm_dir,
         )
         self.zygote_sock = self._start_zygote()
-        self.reactor = Reactor(self._dispatch, token=self.token)
+        # TLS on the node port (and the head's gRPC port) when --tls-* are given (tls.py)
+        self.reactor = Reactor(self._dispatch, token=self.token, tls=getattr(args, "tls", None))
+        tls.write_session(self.session_dir, self.reactor.tls)
         if hasattr(self.control.storage, "on_dirty"):
             self.control.storage.on_dirty = lambda: self.reactor.call_later(
                 0.005, self._flush_storage)
@@ -339,7 +341,8 @@ class NodeDaemon:
 
         token = self.token
         cluster_token.write(self.session_dir, token)
-        self.control_server, bound = start_server(self, self.args.node_ip, port, token)
+        self.control_server, bound = start_server(self, self.args.node_ip, port, token,
+                                                  tls=self.reactor.tls)
         self.control_address = f"{self.args.node_ip}:{bound}"
         self.reactor.call_later(SWEEP_PERIOD_S, self._sweep_members)
         return self.control_address
@@ -474,9 +477,16 @@ class NodeDaemon:
     def rpc_cluster_token(self, conn: Connection) -> str | None:
         """The cluster token, for the node's own processes (over its Unix socket only): they
         present it when they connect to processes of other nodes."""
-        if conn.sock.family != socket.AF_UNIX:
+        if conn.sock.family != socket.AF_UNIX or conn.via is not None:
             raise PermissionError("the cluster token is given to local processes only")
         return self.token
+
+    def rpc_call_plane_tls(self, conn: Connection) -> tuple[str, str, str] | None:
+        """The node's TLS files (cert, key, CA paths; None without TLS), for its own
+        processes: they use them for their TCP connections as the daemon does (tls.py)."""
+        if conn.sock.family != socket.AF_UNIX or conn.via is not None:
+            raise PermissionError("the TLS settings are given to local processes only")
+        return None if self.reactor.tls is None else self.reactor.tls.paths()
 
     # --- clients ------------------------------------------------------------------------
     def rpc_register_driver(self, conn: Connection, job_id: str, pid: int,
@@ -864,7 +874,7 @@ class NodeDaemon:
             try:
                 try:
                     size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
-                                                token=self.token)
+                                                token=self.token, tls=self.reactor.tls)
                 except OSError as e:
                     if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                         raise
@@ -872,7 +882,7 @@ class NodeDaemon:
                     # the store records it as spilled and readers map it
                     path = os.path.join(self.store.spill_dir, os.path.basename(path))
                     size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
-                                                token=self.token)
+                                                token=self.token, tls=self.reactor.tls)
             except Exception as e:  # noqa: BLE001 - travels back to the caller
                 error = KeyError(f"pulling object {hexid} from node {source} failed: {e}")
                 self.reactor.call_soon_threadsafe(lambda: finish(False, error))
@@ -1316,7 +1326,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="serve the control store over gRPC on <node ip>:PORT (the head)")
     p.add_argument("--head-address", default="",
                    help="join the cluster whose head serves its control store at HOST:PORT")
+    p.add_argument("--tls-cert", default=None,
+                   help="this node's certificate (PEM): TLS on the node port and gRPC port")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM, 0600)")
+    p.add_argument("--tls-ca", default=None, help="the cluster's CA certificate (PEM)")
     args = p.parse_args(argv)
+    try:
+        args.tls = tls.configure(args.tls_cert, args.tls_key, args.tls_ca)
+    except tls.TLSConfigError as e:
+        print(f"quanta node daemon: {e}", file=sys.stderr, flush=True)
+        if args.cleanup_session:
+            shutil.rmtree(args.session_dir, ignore_errors=True)
+        sys.exit(2)
     fd_limit.raise_soft_limit()
     if args.tcp_port is None and (args.control_port is not None or args.head_address):
         args.tcp_port = 0  # a node of a cluster: other nodes reach it over TCP

@@ -7,7 +7,8 @@ daemon's scheduler (``NodeDaemon.view``). A report answered
 ``known=False`` (the head restarted, or declared this node dead after a pause) makes it
 register again. Registration failures are retried with backoff, except a refused token, which
 ends the daemon: it cannot ever join. The daemon's resource table belongs to its reactor, so
-the thread reads it through a snapshot the reactor refreshes.
+the thread reads it through a snapshot the reactor refreshes. With TLS (``--tls-*``) the
+link uses the node's own certificate (``daemon.reactor.tls``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from quanta._proto import control_pb2 as pb
 class HeadLink:
     def __init__(self, daemon: Any, head_address: str, token: str) -> None:
         self.daemon = daemon
-        self.client = ControlClient(head_address, token, timeout=5.0)
+        self.client = ControlClient(head_address, token, timeout=5.0,
+                                    tls=daemon.reactor.tls or False)
         self.period = 0.5
         self.registered = False
         self.settled = threading.Event()  # registered, or failed for good (``failure``)

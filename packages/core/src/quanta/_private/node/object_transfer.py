@@ -14,6 +14,10 @@ object. An object is therefore never held whole in either daemon's memory, and t
 identical (the format of ``shm_store.py`` travels as is).
 
 Both sides run on threads: a transfer never blocks a reactor.
+
+With TLS (``tls.py``) the puller wraps its socket in TLS before the token's handshake and
+reads the TLS socket directly; the holder accepted the connection through its TLS relay, so
+its sender thread still ``sendfile``s, into the relay's socketpair, and the relay encrypts.
 """
 
 from __future__ import annotations
@@ -79,21 +83,30 @@ def _send(sock: socket.socket, fd: int | None, error: str | None) -> None:
 
 # -- the puller's side ---------------------------------------------------------------------
 def pull(address: str, hexid: str, dest_path: str, puller: str = "",
-         timeout: float = 60.0, *, token: str | None) -> int:
+         timeout: float = 60.0, *, token: str | None, tls: Any = None) -> int:
     """Copy object ``hexid`` from the daemon at ``address`` (``tcp://host:port``) to
     ``dest_path`` (written under a temporary name, renamed when complete). Returns its size.
     ``puller`` (this node's address) lets the holder free the copy with the object.
-    ``token``: the cluster token the connection authenticates with.
+    ``token``: the cluster token the connection authenticates with; ``tls``: this node's
+    ``TLSConfig`` when the cluster uses TLS.
     Raises TransferError (with the holder's reason) or OSError (AuthenticationError)."""
     family, sockaddr = parse_address(address)
     tmp = f"{dest_path}.pull-{os.getpid()}-{threading.get_ident()}.tmp"
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: sock.close())  # the TLS socket, once it wraps this one
         sock.settimeout(timeout)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
         sock.connect(sockaddr)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                if not token:
+                    call_auth.client_handshake(sock, token)  # raises: no token
+                from quanta._private import tls as _tls
+
+                sock = _tls.client_wrap(sock, tls)
             call_auth.client_handshake(sock, token)
         sock.sendall(frame((m.OBJECT_PULL, hexid, puller)))
         try:
