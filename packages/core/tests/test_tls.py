@@ -4,6 +4,7 @@ head and member on loopback, with a CA and certificates made at test time (the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -242,14 +243,29 @@ def test_a_certificate_of_another_ca_is_refused_on_both_ports(tls_cluster, certs
     assert c.head_node.alive() and member.alive()
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _socket_inodes() -> set[str]:
+    """The sockets this process has open, by inode."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+def _relays(old: set[threading.Thread] = frozenset()) -> list[threading.Thread]:
+    """The relay threads running now, but for those in ``old``."""
+    return [t for t in threading.enumerate() if t.name == "quanta-tls-relay" and t not in old]
 
 
 def test_a_relay_ends_with_either_side_and_closes_both(certs):
     config = tls.TLSConfig(*_files(certs))
     listener = socket.create_server(("127.0.0.1", 0))
-    before = _fds()
+    before = _socket_inodes()
+    old_relays = set(_relays())  # an earlier test's cluster may still hold some
     for closing in ("remote", "local"):
         done = threading.Event()
         box: dict = {}
@@ -283,10 +299,15 @@ def test_a_relay_ends_with_either_side_and_closes_both(certs):
             client.settimeout(10)
             assert client.recv(10) == b""
             client.close()
+        # the relay thread ends and closes what it held: the TLS socket and its socketpair
+        # end (counted by inode: other threads of this test process may open descriptors)
         deadline = time.monotonic() + 5
-        while _fds() > before and time.monotonic() < deadline:
+        while (_relays(old_relays) or _socket_inodes() - before) and \
+                time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _fds() == before, "the relay left a descriptor open"
+        assert not _relays(old_relays), "the relay thread is still running"
+        assert box["tls"].fileno() == -1, "the relay left the TLS socket open"
+        assert not _socket_inodes() - before, "the relay left a descriptor open"
     listener.close()
 
 
@@ -337,3 +358,67 @@ def test_clients_outside_a_node_take_the_settings_from_the_environment(tls_clust
         monkeypatch.setenv(var, path)
     with ControlClient(c.address, c.token) as client:  # e.g. init(address="host:port")
         assert len(client.list_nodes()) == 2
+
+
+_MEMBER_WORK = """
+import json, sys
+import quanta
+
+quanta.init(address=sys.argv[1])
+
+@quanta.remote(resources={"special": 1})
+def where(data):
+    return quanta.get_runtime_context().get_node_id(), len(data)
+
+@quanta.remote(resources={"special": 1})
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def incr(self):
+        self.n += 1
+        return self.n
+
+node, size = quanta.get(where.remote(b"z" * (3 << 20)))
+c = Counter.remote()
+calls = quanta.get([c.incr.remote() for _ in range(3)])
+back = quanta.get(quanta.remote(resources={"special": 1})(lambda: b"y" * (5 << 20)).remote())
+print(json.dumps({"node": node, "size": size, "calls": calls, "back": len(back)}), flush=True)
+"""
+
+
+def test_a_tls_cluster_started_as_the_readme_says(certs):
+    """`quanta start --head --tls-*`, a member joining with `--token-file` and the same
+    options, and a driver with `init(address="auto")` and with the head's `HOST:PORT`: work
+    runs on the member, through TLS."""
+    from test_cli import Shell
+
+    sh = Shell()
+    tls_args = ("--tls-cert", _files(certs)[0], "--tls-key", _files(certs)[1],
+                "--tls-ca", _files(certs)[2])
+    try:
+        head = sh.start(*tls_args)
+        token_file = os.path.join(head["session_dir"], "cluster_token")
+        member = sh.join(head, "--token-file", token_file, "--num-cpus", "2",
+                         "--resources", '{"special": 4}',
+                         *tls_args)
+        for address in ("auto", head["control_address"]):
+            res = subprocess.run([sys.executable, "-c", _MEMBER_WORK, address], env=sh.env,
+                                 capture_output=True, text=True, timeout=90, cwd=sh.tmp,
+                                 stdin=subprocess.DEVNULL)
+            assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+            out = json.loads(res.stdout.strip().splitlines()[-1])
+            assert out == {"node": member["node_id"], "size": 3 << 20, "calls": [1, 2, 3],
+                           "back": 5 << 20}, out
+        # the node ports speak TLS only: a cleartext client gets no greeting
+        for rec in (head, member):
+            node = next(n for n in cluster.rpc(rec["address"], "nodes")
+                        if n["NodeID"] == rec["node_id"])
+            with socket.create_connection(_hostport(node["NodeAddress"]), timeout=5) as s:
+                s.sendall(b"\x00" * 64)
+                assert not _read_until_closed(s, 15).startswith(b"QNT1")
+        res = sh.quanta("stop")
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        leaked = [r["session_dir"] for r in sh.sessions if cluster.session_pids(r["session_dir"])]
+        sh.cleanup()
+    assert not leaked, f"processes left running: {leaked}"
