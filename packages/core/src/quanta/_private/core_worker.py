@@ -329,13 +329,14 @@ class CoreWorker(ActorCallsMixin):
     def join_cluster(self, address: str) -> None:
         """Be known as ``address`` (``tcp://<node>/<id>``, routed through this node's TCP
         port) from now on. Called right after registering, before anything is owned.
-        Asks the daemon for the cluster token, which every TCP connection presents."""
+        Asks the daemon for the cluster token, which every TCP connection presents, and its
+        TLS settings."""
         self.address = address
         self._route_prefix = address[: address.rindex("/") + 1]
-        self.reactor.token = self.call_daemon("cluster_token", timeout=30)
         from quanta._private import tls  # the node's TLS files, when it uses TLS
 
-        self.reactor.tls = tls.load(self.call_daemon("call_plane_tls", timeout=30))
+        token, tls_paths = self.call_daemon("cluster_credentials", timeout=30)
+        self.reactor.token, self.reactor.tls = token, tls.load(tls_paths)
 
     def peer(self, address: str) -> Connection:
         """The one connection to the process listening at ``address``; opened on first use.

@@ -29,8 +29,8 @@ both.
 
 Configuration of processes. The daemon takes the three paths (:func:`configure` checks them:
 all three or none, readable files, a key file not readable by group or others, a certificate
-that matches its key). Its workers and drivers ask it for them (``call_plane_tls``), as they
-ask for the token. A process outside a node (the CLI, ``init(address="host:port")``) uses
+that matches its key). Its workers and drivers get them with the token, in one call
+(``cluster_credentials``). A process outside a node (the CLI, ``init(address="host:port")``) uses
 :func:`local`: ``$QUANTA_TLS_CERT``/``KEY``/``CA`` (or Ray's ``RAY_USE_TLS=1`` with
 ``RAY_TLS_SERVER_CERT``/``RAY_TLS_SERVER_KEY``/``RAY_TLS_CA_CERT``), else the settings of a
 node started on this machine by ``quanta start`` (``<session>/tls.json``).
@@ -164,7 +164,7 @@ def configure(cert: str | None, key: str | None, ca: str | None,
 
 
 def load(paths: Any) -> TLSConfig | None:
-    """The settings a node daemon gave its process (``call_plane_tls``): paths or None."""
+    """The settings a node daemon gave its process (``cluster_credentials``): paths or None."""
     return TLSConfig(*paths) if paths else None
 
 

@@ -221,7 +221,7 @@ class NodeDaemon:
         )
         self.zygote_sock = self._start_zygote()
         # TLS on the node port (and the head's gRPC port) when --tls-* are given (tls.py)
-        self.reactor = Reactor(self._dispatch, token=self.token, tls=getattr(args, "tls", None))
+        self.reactor = Reactor(self._dispatch, token=self.token, tls=args.tls)
         tls.write_session(self.session_dir, self.reactor.tls)
         if hasattr(self.control.storage, "on_dirty"):
             self.control.storage.on_dirty = lambda: self.reactor.call_later(
@@ -474,19 +474,15 @@ class NodeDaemon:
             log_limited("notify", f"quanta node: notification {method!r} from "
                         f"{conn.describe()} failed", exc_info=True)
 
-    def rpc_cluster_token(self, conn: Connection) -> str | None:
-        """The cluster token, for the node's own processes (over its Unix socket only): they
-        present it when they connect to processes of other nodes."""
+    def rpc_cluster_credentials(self, conn: Connection
+                                ) -> tuple[str | None, tuple[str, str, str] | None]:
+        """``(token, tls)`` for the node's own processes, over its Unix socket only (not a
+        TLS relay's plain end): the cluster token they present when they connect to processes
+        of other nodes, and the node's TLS files (cert, key, CA paths; None without TLS),
+        which they use for those connections as the daemon does (tls.py)."""
         if conn.sock.family != socket.AF_UNIX or conn.via is not None:
-            raise PermissionError("the cluster token is given to local processes only")
-        return self.token
-
-    def rpc_call_plane_tls(self, conn: Connection) -> tuple[str, str, str] | None:
-        """The node's TLS files (cert, key, CA paths; None without TLS), for its own
-        processes: they use them for their TCP connections as the daemon does (tls.py)."""
-        if conn.sock.family != socket.AF_UNIX or conn.via is not None:
-            raise PermissionError("the TLS settings are given to local processes only")
-        return None if self.reactor.tls is None else self.reactor.tls.paths()
+            raise PermissionError("the cluster's credentials are given to local processes only")
+        return self.token, None if self.reactor.tls is None else self.reactor.tls.paths()
 
     # --- clients ------------------------------------------------------------------------
     def rpc_register_driver(self, conn: Connection, job_id: str, pid: int,
@@ -870,19 +866,19 @@ class NodeDaemon:
                 r(ok, value)
 
         def run() -> None:
-            path = self.store.path_for(hexid)
+            # into shared memory; when it is full, into the spill directory, where the store
+            # records the copy as spilled and readers map it
+            shm_path = self.store.path_for(hexid)
+            spill_path = os.path.join(self.store.spill_dir, os.path.basename(shm_path))
             try:
-                try:
-                    size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
-                                                token=self.token, tls=self.reactor.tls)
-                except OSError as e:
-                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                        raise
-                    # shared memory is full: the copy goes to the spill directory, where
-                    # the store records it as spilled and readers map it
-                    path = os.path.join(self.store.spill_dir, os.path.basename(path))
-                    size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
-                                                token=self.token, tls=self.reactor.tls)
+                for path in (shm_path, spill_path):
+                    try:
+                        size = object_transfer.pull(address, hexid, path, self.tcp_address or "",
+                                                    token=self.token, tls=self.reactor.tls)
+                        break
+                    except OSError as e:
+                        if path == spill_path or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                            raise
             except Exception as e:  # noqa: BLE001 - travels back to the caller
                 error = KeyError(f"pulling object {hexid} from node {source} failed: {e}")
                 self.reactor.call_soon_threadsafe(lambda: finish(False, error))
