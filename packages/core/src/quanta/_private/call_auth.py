@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import os
 import socket
+from typing import Any
 
 MAGIC = b"QNT1"
 NONCE_SIZE = 32
@@ -80,10 +81,7 @@ def client_handshake(sock: socket.socket, token: str | bytes | None) -> None:
     """Authenticate the connected blocking socket ``sock`` to the node port it reached, and
     that node to us. Raises AuthenticationError (or OSError, socket.timeout) on failure."""
     if not token:
-        raise AuthenticationError(
-            "this process has no cluster token, so it cannot open TCP connections to other "
-            "nodes (a process learns the token from its node daemon when the node is part "
-            "of a cluster)")
+        raise AuthenticationError(_NO_TOKEN)
     key = token.encode() if isinstance(token, str) else token
     hello = _recv_exact(sock, SERVER_HELLO_SIZE, "hello")
     if hello[:len(MAGIC)] != MAGIC:
@@ -94,6 +92,30 @@ def client_handshake(sock: socket.socket, token: str | bytes | None) -> None:
     answer = _recv_exact(sock, DIGEST_SIZE, "proof")
     if not hmac.compare_digest(answer, _proof(key, b"server", nc, ns)):
         raise AuthenticationError("the node did not prove it holds the cluster token")
+
+
+_NO_TOKEN = ("this process has no cluster token, so it cannot open TCP connections to other "
+             "nodes (a process learns the token from its node daemon when the node is part "
+             "of a cluster)")
+
+
+def secure_client(sock: socket.socket, token: str | None, tls: Any = None) -> socket.socket:
+    """Make the connected blocking TCP socket ``sock`` a trusted channel to the node port it
+    reached: TLS first when ``tls`` (a ``tls.TLSConfig``) is given, then the token's
+    handshake. Returns the socket to use from now on (the TLS one, with TLS); on failure
+    closes it and raises AuthenticationError (or OSError, ssl.SSLError, socket.timeout)."""
+    if tls is not None:
+        if not token:  # fail as without TLS, before a TLS handshake that cannot help
+            raise AuthenticationError(_NO_TOKEN)
+        from quanta._private import tls as _tls
+
+        sock = _tls.client_wrap(sock, tls)
+    try:
+        client_handshake(sock, token)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def server_handshake(sock: socket.socket, token: bytes) -> None:

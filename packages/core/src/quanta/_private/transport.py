@@ -486,14 +486,9 @@ class Reactor:
         try:
             sock.connect(sockaddr)
             if family == socket.AF_INET:
-                if tls is not None:
-                    from quanta._private import tls as _tls
-
+                if tls is not None:  # the plain end of the relay will not be TCP
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    if not self.token:  # before the TLS handshake: fail the same way
-                        call_auth.client_handshake(sock, self.token)
-                    sock = _tls.client_wrap(sock, tls)
-                call_auth.client_handshake(sock, self.token)
+                sock = call_auth.secure_client(sock, self.token, tls)
             if target is not None:
                 sock.sendall(frame((ROUTE, target)))
                 answer = sock.recv(1)
@@ -506,6 +501,8 @@ class Reactor:
             sock.close()
             raise
         if tls is not None:
+            from quanta._private import tls as _tls
+
             sock.settimeout(None)
             sock = _tls.connect_relayed(sock)
         conn = Connection(sock, self)

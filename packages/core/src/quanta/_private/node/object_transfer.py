@@ -101,13 +101,7 @@ def pull(address: str, hexid: str, dest_path: str, puller: str = "",
         sock.connect(sockaddr)
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if tls is not None:
-                if not token:
-                    call_auth.client_handshake(sock, token)  # raises: no token
-                from quanta._private import tls as _tls
-
-                sock = _tls.client_wrap(sock, tls)
-            call_auth.client_handshake(sock, token)
+            sock = call_auth.secure_client(sock, token, tls)
         sock.sendall(frame((m.OBJECT_PULL, hexid, puller)))
         try:
             (size,) = _SIZE.unpack(recv_exact(sock, _SIZE.size))
