@@ -131,12 +131,7 @@ def _warn_token_in_argv(parser: argparse.ArgumentParser, args: argparse.Namespac
     the blocking process's command line never holds it."""
     from quanta._private import cluster_token
 
-    if args.token_file is not None:
-        parser.error("give either --token or --token-file, not both")
-    try:
-        cluster_token.validate(args.token)
-    except ValueError as e:
-        parser.error(str(e))
+    _read_token(parser, args)  # a bad token, or --token-file too: a usage error, here
     _err("warning: a token on the command line (--token) is visible to other users of this "
          "machine in `ps`; use --token-file PATH or set QUANTA_CLUSTER_TOKEN instead")
     if not (reexec and args.block):
