@@ -464,15 +464,23 @@ def stop(force: bool = False, timeout: float = 10.0, head_only: bool = False
     with record_lock():
         members = []
         for mrec in [] if head_only else read_members():
-            members.append((mrec, stop_node_daemon(mrec, force=force, timeout=timeout)))
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(_member_path(mrec["pid"]))
+            members.append((mrec, _stop_recorded(mrec, force, timeout)))
         rec = read_record()
         if rec is None:
             return None, "none", members
-        how = stop_node_daemon(rec, force=force, timeout=timeout)
+        return rec, _stop_recorded(rec, force, timeout), members
+
+
+def _stop_recorded(rec: dict[str, Any], force: bool, timeout: float) -> str:
+    """Stop the node of the record ``rec`` (head or member) and remove that record; returns
+    what happened (see :func:`stop`). Record lock held."""
+    how = stop_node_daemon(rec, force=force, timeout=timeout)
+    if is_member_record(rec):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_member_path(rec["pid"]))
+    else:
         remove_record(rec["pid"])
-        return rec, how, members
+    return how
 
 
 def is_member_record(rec: dict[str, Any]) -> bool:
@@ -488,19 +496,11 @@ def stop_node(rec: dict[str, Any], *, force: bool = False, timeout: float = 10.0
     first)."""
     with record_lock():
         if is_member_record(rec):
-            path = _member_path(rec["pid"])
-            if not os.path.exists(path):
-                return None
-            how = stop_node_daemon(rec, force=force, timeout=timeout)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return how
-        current = read_record()
-        if current is None or current.get("pid") != rec["pid"]:
-            return None
-        how = stop_node_daemon(rec, force=force, timeout=timeout)
-        remove_record(rec["pid"])
-        return how
+            recorded = os.path.exists(_member_path(rec["pid"]))
+        else:
+            current = read_record()
+            recorded = current is not None and current.get("pid") == rec["pid"]
+        return _stop_recorded(rec, force, timeout) if recorded else None
 
 
 def stop_node_daemon(rec: dict[str, Any], *, force: bool, timeout: float) -> str:
