@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 
+from quanta._private.shm_store import free_bytes
+
 __all__ = [
     "MIN_OBJECT_STORE_BYTES",
     "MAX_DEFAULT_OBJECT_STORE_BYTES",
@@ -293,12 +295,8 @@ def default_object_store_bytes(memory_bytes: int, shm_dir: str = "/dev/shm") -> 
     """
     size = min(int(memory_bytes * OBJECT_STORE_MEMORY_FRACTION), MAX_DEFAULT_OBJECT_STORE_BYTES)
     size = max(size, MIN_OBJECT_STORE_BYTES)
-    try:
-        st = os.statvfs(shm_dir)
-    except (AttributeError, OSError, ValueError):
-        st = None
-    if st is not None:
-        free = st.f_bavail * st.f_frsize
+    free = free_bytes(shm_dir)
+    if free is not None:
         margin = max(free // 10, min(_SHM_MIN_MARGIN_BYTES, free // 4))
         size = min(size, free - margin)
     size -= size % _PAGE

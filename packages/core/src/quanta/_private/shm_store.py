@@ -111,7 +111,7 @@ _ENTRY = struct.Struct("<QQ")  # offset, length
 _MAX_WRITE_CHUNK = 1 << 30
 _HEX_DIGITS = frozenset("0123456789abcdef")
 # The errors that mean "this directory is full": write the object elsewhere.
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # "the filesystem is full"
 # posix_fallocate is an optimisation where the filesystem does not support it.
 _NO_FALLOCATE_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 
@@ -276,7 +276,7 @@ def write_object(
     try:
         _write_file(path, memoryview(prefix), sections, total_size, reuse)
     except OSError as e:
-        if spill_dir is None or e.errno not in _FULL_ERRNOS:
+        if spill_dir is None or e.errno not in FULL_ERRNOS:
             raise
         spill_path = os.path.join(spill_dir, os.path.basename(path))
         try:

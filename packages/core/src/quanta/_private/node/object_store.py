@@ -67,14 +67,13 @@ import os
 import shutil
 from collections import OrderedDict
 
-from quanta._private.shm_store import free_bytes, object_file_name
+from quanta._private.shm_store import FULL_ERRNOS, free_bytes, object_file_name
 
 __all__ = ["ObjectStore"]
 
 logger = logging.getLogger(__name__)
 
 # Errors that mean "the destination directory is full".
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _unlink_quiet(path: str) -> None:
@@ -311,7 +310,7 @@ class ObjectStore:
             logger.error("spilled object %s vanished from %s", oid, self._spill_dir)
             raise
         except OSError as e:
-            if e.errno not in _FULL_ERRNOS:
+            if e.errno not in FULL_ERRNOS:
                 raise
             self._spilled.move_to_end(oid)
             self._num_served_from_spill += 1
